@@ -1,0 +1,245 @@
+"""params.yaml -> typed, frozen, validated config.
+
+Every section is a strict pydantic model: unknown keys, missing keys and wrong types fail with one
+message that names the file and the dotted key. Each DVC stage reads only the sections it lists in
+dvc.yaml, so a change to one section reruns only the stages that depend on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class MakeSampleConfig(Section):
+    """The generated sample corpus (DESIGN 5). Sizes are small so the pipeline runs on 2 CPU cores."""
+
+    out_dir: str
+    seed: int
+    n_species: int = Field(ge=4, le=60)
+    # bc24 focal recordings per species, from the most to the least common species (log-spaced).
+    bc24_records_max: int = Field(ge=5)
+    bc24_records_min: int = Field(ge=5)
+    # records per species in each extra source (previous years and the xeno-canto extra set)
+    extra_records_per_species: int = Field(ge=0)
+    n_soundscapes: int = Field(ge=1)
+    n_eval_soundscapes: int = Field(ge=0)
+    soundscape_seconds: float = Field(gt=0)
+    record_seconds_min: float = Field(gt=0)
+    record_seconds_max: float = Field(gt=0)
+
+
+class SourcesConfig(Section):
+    """Where each source lives (SPEC 1.1). `null` means the source is absent.
+
+    `root` is the folder DVC tracks as the raw-data input of preprocess: keep every source under it.
+    """
+
+    root: str
+    bc24: str
+    bc23: str | None = None
+    bc22: str | None = None
+    bc21: str | None = None
+    bc20: str | None = None
+    bc00: str | None = None
+    # Labelled soundscapes for the evaluate stage (the sample corpus has them; real data may not).
+    eval_soundscapes: str | None = None
+    # Optional CSV of near-duplicate pairs (columns r0, r1: `<species>/<file>` paths), SPEC 4.1.
+    near_duplicates: str | None = None
+
+
+class AudioConfig(Section):
+    """Decoding and the sharded audio store (SPEC 2)."""
+
+    sample_rate: int = 32000
+    clip_seconds: float = 10.0  # start and end seconds kept of each record
+    store_dtype: Literal["float32", "float16"] = "float32"
+    shard_mb: int = Field(default=1024, ge=1)
+    workers: int = Field(default=0, ge=0)  # 0 = every core
+
+
+class SampleConfig(Section):
+    """Cap-500 merge (SPEC 3.2), duplicates (SPEC 4.1) and folds (SPEC 4.2)."""
+
+    cap: int = Field(ge=1)
+    xc_species_threshold: int = Field(ge=1)
+    n_folds: int = Field(ge=2)
+    fold_seed: int = 0
+
+
+class FrontendConfig(Section):
+    """The mel front end of SPEC 4.5."""
+
+    sample_rate: int = 32000
+    window_seconds: float = 5.0
+    n_fft: int = 1536
+    win_length: int = 1024
+    hop_length: int = 717
+    f_min: float = 90.0
+    f_max: float = 14000.0
+    n_mels: int = 224
+    db_offset: float = 40.0
+    db_scale: float = 80.0
+    # SPEC 9.10: the original divides by std with no epsilon; this guard keeps silent input finite.
+    std_eps: float = 1e-8
+
+
+class ModelConfig(Section):
+    backbone: str = "efficientvit_b0"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    drop_rate: float = Field(default=0.1, ge=0, lt=1)
+
+
+class TrainConfig(Section):
+    """One training run (teacher or student), SPEC 4.3-4.9 and 6.1-6.4."""
+
+    seed: int
+    folds: list[int] | None = None  # None = every fold
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    valid_batch_size: int = Field(ge=1)
+    max_lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    pct_start: float = Field(gt=0, lt=1)
+    div_factor: float = Field(gt=0)
+    final_div_factor: float = Field(gt=0)
+    grad_clip_value: float = Field(ge=0)  # 0 = no clipping
+    max_shift_seconds: float = Field(ge=0)
+    resample_min: int = Field(ge=0)
+    mix_p: float = Field(ge=0, le=1)  # dataset-level additive mix (SPEC 4.4)
+    mix_weight_min: float = Field(ge=0)
+    mix_weight_max: float = Field(ge=0)
+    mixup_p: float = Field(ge=0, le=1)  # batch-level mixup (SPEC 6.4)
+    loudness_db_range: float = Field(ge=0)
+    train_on_all_folds: bool = False  # SPEC 9.1 bug, as a switch
+    num_workers: int = Field(ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # only on CUDA
+    channels_last: bool = False
+    compile: bool = False
+    threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = every core
+
+
+class PseudoLabelStreamConfig(Section):
+    """How pseudo-labelled windows join each student batch (SPEC 6.2, 6.3)."""
+
+    enabled: bool = True
+    soundscapes_per_batch: int = Field(ge=1)  # SPEC: 4 soundscapes x 48 windows
+    windows_per_soundscape: int | None = None  # None = every window of the soundscape
+    dup: int = Field(ge=1)
+    shuffle: bool = False
+    restart: bool = True  # SPEC 9.2: False reproduces the refill crash
+    max_pl: bool = True  # SPEC 6.2 logit blend
+    fold_source: Literal["same_fold", "mean"] = "same_fold"
+
+
+class TeacherConfig(TrainConfig):
+    pass
+
+
+class StudentConfig(TrainConfig):
+    pseudo_labels: PseudoLabelStreamConfig
+
+
+class PseudoLabelConfig(Section):
+    batch_size: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class PostprocessConfig(Section):
+    reduction: Literal["mean_prob", "mean_logit", "min"] = "mean_prob"
+    smoothing: bool = True
+    smoothing_kernel: list[float] = [0.1, 0.2, 0.4, 0.2, 0.1]
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> PostprocessConfig:
+        if len(self.smoothing_kernel) % 2 == 0:
+            raise ValueError("smoothing_kernel must have an odd length")
+        return self
+
+
+class ExportConfig(Section):
+    opset: int = Field(default=18, ge=13)
+    parity_atol: float = Field(gt=0)
+    parity_auc_tol: float = Field(ge=0)
+    bench_seconds: float = Field(gt=0)
+
+
+class PredictConfig(Section):
+    threads: int = Field(default=0, ge=0)
+    workers: int = Field(default=0, ge=0)
+    batch_windows: int = Field(default=48, ge=1)
+    on_error: Literal["skip", "fail"] = "skip"
+
+
+class TrackingConfig(Section):
+    experiment: str = "birdclef"
+    log_models: bool = True  # checkpoints and pseudo-label sets as MLflow artifacts
+
+
+class Params(Section):
+    seed: int
+    make_sample: MakeSampleConfig
+    sources: SourcesConfig
+    audio: AudioConfig
+    sample: SampleConfig
+    frontend: FrontendConfig
+    model: ModelConfig
+    teacher: TeacherConfig
+    pseudo_label: PseudoLabelConfig
+    student: StudentConfig
+    export: ExportConfig
+    postprocess: PostprocessConfig
+    predict: PredictConfig
+    tracking: TrackingConfig
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        kind = e["type"]
+        if kind == "missing":
+            lines.append(f"{path}: missing key '{key}'")
+        elif kind == "extra_forbidden":
+            lines.append(f"{path}: unknown key '{key}' (misspelt?)")
+        else:
+            lines.append(f"{path}: key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate a params file; raise ConfigError naming the file and key on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None
+
+
+def schema_json() -> str:
+    import json
+
+    return json.dumps(Params.model_json_schema(), indent=2)

@@ -1,0 +1,23 @@
+"""make_sample: generate the embedded sample corpus in the Kaggle layouts (DESIGN 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from birdclef import tracking
+from birdclef.config import Params
+from birdclef.io import write_json
+from birdclef.synth import make_sample_corpus
+
+METRICS = Path("metrics/make_sample.json")
+
+
+def main(params: Params) -> None:
+    with tracking.stage_run(
+        "make_sample", {"make_sample": params.make_sample.model_dump()}, params.tracking.experiment
+    ) as run:
+        summary = make_sample_corpus(params.make_sample)
+        numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
+        write_json(METRICS, numbers)
+        run.log_metrics(numbers)
+    print(f"make_sample: {summary}")

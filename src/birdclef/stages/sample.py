@@ -1,0 +1,102 @@
+"""sample: the labelled training table (SPEC 4.1), its folds (SPEC 4.2) and the selection report.
+
+Outputs:
+    data/processed/train.parquet    one row per training record (columns in the README)
+    data/processed/classes.json     the class list: sorted species codes = model output order
+    metrics/sample.json             counts per source, kept and dropped, cap binding
+    reports/sample_species.csv      per-species counts by source (also a DVC plot)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from birdclef import tracking
+from birdclef.config import Params
+from birdclef.io import write_csv, write_json, write_parquet
+from birdclef.selection import (
+    KEPT,
+    SelectionError,
+    assign_folds,
+    labelled_table,
+    species_report,
+)
+from birdclef.sources import read_near_duplicates
+from birdclef.stages.preprocess import METADATA
+
+PROCESSED = Path("data/processed")
+TRAIN = PROCESSED / "train.parquet"
+CLASSES = PROCESSED / "classes.json"
+METRICS = Path("metrics/sample.json")
+REPORT = Path("reports/sample_species.csv")
+
+
+def check_submission_columns(classes: list[str], bc24_root: str) -> None:
+    """The model's outputs must be the competition's species columns, in the same order."""
+    path = Path(bc24_root) / "sample_submission.csv"
+    if not path.is_file():
+        return
+    columns = list(pd.read_csv(path, nrows=0).columns)[1:]
+    if columns != classes:
+        missing = sorted(set(columns) - set(classes))
+        extra = sorted(set(classes) - set(columns))
+        raise SelectionError(
+            f"{path}: species columns differ from the training species "
+            f"(no training records: {missing}; not in the submission: {extra})"
+        )
+
+
+def build(params: Params) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[str, Any]]:
+    candidates = pd.read_parquet(METADATA)
+    near_duplicates = read_near_duplicates(params.sources.near_duplicates)
+    table = labelled_table(candidates, near_duplicates)
+    table["fold"] = assign_folds(table, params.sample.n_folds, params.sample.fold_seed)
+    classes = sorted(table["primary_label"].unique().tolist())
+    check_submission_columns(classes, params.sources.bc24)
+    report = species_report(candidates, table, params.sample.cap)
+
+    status = candidates.groupby(["source", "status"]).size()
+    metrics: dict[str, Any] = {
+        "training_rows": int(len(table)),
+        "classes": len(classes),
+        "bc24_rows": int((table["source"] == "bc24").sum()),
+        "extra_rows": int((table["source"] != "bc24").sum()),
+        "near_duplicates_removed": int(
+            (candidates["status"] == "bc24").sum()
+            - (table["source"] == "bc24").sum()
+            - candidates[candidates["status"] == "bc24"].duplicated("record_id").sum()
+        ),
+        "two_folder_records": int(
+            candidates[candidates["status"] == "bc24"].duplicated("record_id").sum()
+        ),
+        "species_cap_binds": int(report["cap_binds"].sum()),
+        "species_extras_fill": int(report["extras_fill"].sum()),
+        "min_rows_per_species": int(report["training_rows"].min()),
+    }
+    for (source, state), count in status.items():
+        metrics[f"{source}.{state}"] = int(count)
+    for source, count in candidates[candidates["status"] == KEPT]["source"].value_counts().items():
+        metrics[f"extra_kept.{source}"] = int(count)
+    return table, classes, report, metrics
+
+
+def main(params: Params) -> None:
+    with tracking.stage_run(
+        "sample",
+        {"sample": params.sample.model_dump(), "near_duplicates": params.sources.near_duplicates},
+        params.tracking.experiment,
+        inputs=[str(METADATA)],
+        upstream=["preprocess"],
+    ) as run:
+        table, classes, report, metrics = build(params)
+        write_parquet(TRAIN, table)
+        write_json(CLASSES, classes)
+        write_csv(REPORT, report)
+        write_json(METRICS, metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        run.log_artifact(TRAIN, "tables")
+        run.log_artifact(REPORT, "reports")
+    print(f"sample: {len(table)} training rows, {len(classes)} classes; {metrics}")

@@ -1,0 +1,198 @@
+"""The one place that talks to MLflow (DESIGN 4).
+
+Every stage opens one run through `stage_run`. The run is tagged with its lineage: the DVC stage,
+the git commit (and whether the tree was dirty), the DVC experiment name and baseline, the content
+hashes (from dvc.lock) of the stage's inputs, the run ids of the upstream stages, and one pipeline
+id shared by all stages of one `dvc repro` / `dvc exp run`. The run id is written to a small file
+that DVC caches as a stage output, so the link survives DVC restoring a stage from its run cache.
+
+Store: a SQLite file at the DVC repo root, addressed by absolute path, with artifacts beside it in
+`mlartifacts/`. `dvc exp run --temp/--queue` runs stages in a copy under .dvc/tmp/exps but sets
+DVC_ROOT to the real root, so every run lands in the main repo's store. MLFLOW_TRACKING_URI
+overrides this (use a tracking server when several experiments run at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from birdclef.io import write_json
+
+RUNS_DIR = Path("runs")
+
+
+def repo_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def _experiment_id(mlflow: Any, name: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (repo_root() / "mlartifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def pipeline_id() -> str:
+    """One id for every stage of one pipeline run.
+
+    BIRDCLEF_PIPELINE_ID wins; otherwise the id of the nearest `dvc` process above this one (every
+    stage of one `dvc repro` or one experiment is its child); otherwise a fresh id.
+    """
+    if os.environ.get("BIRDCLEF_PIPELINE_ID"):
+        return os.environ["BIRDCLEF_PIPELINE_ID"]
+    import psutil
+
+    seed = f"standalone-{os.getpid()}"
+    for proc in psutil.Process().parents():
+        try:
+            cmdline = " ".join(proc.cmdline())
+            if "dvc" in Path(proc.exe()).name or "/dvc " in cmdline or cmdline.startswith("dvc "):
+                seed = f"{proc.pid}-{proc.create_time()}"
+                break
+        except psutil.Error:
+            continue
+    digest = hashlib.sha1(seed.encode()).hexdigest()[:12]
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{exp}-{digest}" if exp else digest
+
+
+def lock_hashes(paths: list[str]) -> dict[str, str]:
+    """Content hashes DVC recorded in dvc.lock for these paths (upstream stage outputs)."""
+    lock = Path("dvc.lock")
+    if not lock.is_file():
+        return {}
+    data = yaml.safe_load(lock.read_text()) or {}
+    found: dict[str, str] = {}
+    for stage in (data.get("stages") or {}).values():
+        for entry in stage.get("outs", []) + stage.get("deps", []):
+            if entry.get("path") in paths and "md5" in entry:
+                found[entry["path"]] = entry["md5"]
+    return found
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+
+
+def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _flatten("", params, out)
+    return out
+
+
+def run_file(stage: str) -> Path:
+    return RUNS_DIR / f"{stage}.json"
+
+
+def read_run_file(stage: str) -> dict[str, Any] | None:
+    path = run_file(stage)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class StageRun:
+    """Handle on an open MLflow run; the only API stages use to log."""
+
+    def __init__(self, mlflow: Any, run: Any, tags: Mapping[str, Any]) -> None:
+        self._mlflow = mlflow
+        self.run = run
+        self.run_id: str = run.info.run_id
+        self.tags = dict(tags)
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        self._mlflow.log_metrics(clean, step=step, run_id=self.run_id)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for start in range(0, len(items), 100):
+            self._mlflow.log_params(dict(items[start : start + 100]), run_id=self.run_id)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=artifact_path, run_id=self.run_id)
+
+    def log_dict(self, data: Any, name: str) -> None:
+        self._mlflow.log_dict(data, name, run_id=self.run_id)
+
+    @contextlib.contextmanager
+    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+        """A nested run (one per fold), visible on its own in the MLflow UI."""
+        with self._mlflow.start_run(run_name=name, nested=True) as run:
+            yield StageRun(self._mlflow, run, {**self.tags, **(tags or {})})
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: Mapping[str, Any],
+    experiment: str,
+    inputs: list[str] | None = None,
+    upstream: list[str] | None = None,
+) -> Iterator[StageRun]:
+    """Open the stage's MLflow run with lineage tags; write runs/<stage>.json when it succeeds."""
+    mlflow = _mlflow()
+    experiment_id = _experiment_id(mlflow, experiment)
+    upstream_runs = {name: read_run_file(name) for name in upstream or []}
+    pid = pipeline_id()
+    tags: dict[str, Any] = {
+        "birdclef.stage": os.environ.get("DVC_STAGE", stage),
+        "birdclef.pipeline_id": pid,
+        "git.commit": _git("rev-parse", "HEAD"),
+        "git.dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+    }
+    for path, md5 in lock_hashes(inputs or []).items():
+        tags[f"input.md5.{path}"] = md5
+    for name, info in upstream_runs.items():
+        if info:
+            tags[f"upstream.{name}.run_id"] = info["run_id"]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage) as run:
+        handle = StageRun(mlflow, run, tags)
+        handle.log_params(params)
+        yield handle
+    record = {"run_id": handle.run_id, "experiment_id": experiment_id, "pipeline_id": pid}
+    write_json(run_file(stage), record)

@@ -1,0 +1,123 @@
+"""Shared test helpers: real audio files written with soundfile, small source trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GIT_AUTHOR_NAME", "test")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+os.environ.setdefault("GIT_COMMITTER_NAME", "test")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tone(seconds: float, sr: int = 32000, freq: float = 1000.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    # a rising ramp makes the start and the end of a record distinguishable
+    x = (0.1 + 0.8 * t / max(seconds, 1e-9)) * np.sin(2 * np.pi * freq * t) * 0.5
+    x = x.astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def write_audio(path: Path, audio: np.ndarray, sr: int = 32000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III"), ".wav": ("WAV", "FLOAT")}
+    container, subtype = fmt[path.suffix]
+    sf.write(path, audio, sr, format=container, subtype=subtype)
+    return path
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def kaggle_tree(tmp_path: Path) -> dict[str, Path]:
+    """One small tree per source layout of SPEC 1.1 (2 s tones, 32 kHz unless stated)."""
+    root = tmp_path / "raw"
+    bc24 = root / "birdclef-2024"
+    rows = []
+    for species, record, secondary in [
+        ("aaa1", "XC1", "['bbb1']"),
+        ("aaa1", "XC2", "[]"),
+        ("bbb1", "XC3", "['zzfake1', 'aaa1']"),
+    ]:
+        write_audio(bc24 / "train_audio" / species / f"{record}.ogg", tone(2.0))
+        rows.append(
+            {
+                "primary_label": species,
+                "secondary_labels": secondary,
+                "type": "['call']",
+                "latitude": "1.5",
+                "longitude": "",
+                "scientific_name": "S",
+                "common_name": "C",
+                "author": "a",
+                "license": "l",
+                "rating": "4.0",
+                "url": "u",
+                "filename": f"{species}/{record}.ogg",
+            }
+        )
+    write_csv(bc24 / "train_metadata.csv", rows)
+
+    for year in ("Birdclef23", "Birdclef22"):
+        folder = root / year
+        write_audio(folder / "train_audio" / "aaa1" / f"XC{year[-2:]}1.ogg", tone(2.0))
+        write_csv(
+            folder / "train_metadata.csv",
+            [
+                {
+                    "primary_label": "aaa1",
+                    "secondary_labels": "[]",
+                    "rating": "3",
+                    "filename": f"aaa1/XC{year[-2:]}1.ogg",
+                }
+            ],
+        )
+
+    bc21 = root / "Birdclef21"
+    write_audio(bc21 / "train_short_audio" / "bbb1" / "XC211.ogg", tone(2.0, channels=2))
+    write_csv(
+        bc21 / "train_metadata.csv",
+        [{"primary_label": "bbb1", "secondary_labels": "['aaa1']", "filename": "XC211.ogg"}],
+    )
+
+    bc20 = root / "Birdclef20"
+    write_audio(bc20 / "train_audio" / "aaa1" / "XC201.mp3", tone(2.0, sr=44100), sr=44100)
+    write_csv(
+        bc20 / "train.csv",
+        [
+            {
+                "ebird_code": "aaa1",
+                "species": "Alpha Bird",
+                "primary_label": "Alphus alphus_Alpha Bird",
+                "secondary_labels": "['Betus betus_Beta Bird']",
+                "filename": "XC201.mp3",
+                "rating": "2.5",
+            }
+        ],
+    )
+
+    bc00 = root / "birdclef2024-additional-mp3" / "additional_audio"
+    write_audio(bc00 / "bbb1" / "XC002.mp3", tone(2.0))
+    write_audio(bc00 / "aaa1" / "XC001.mp3", tone(2.0))
+    return {
+        "root": root,
+        "bc24": bc24,
+        "bc23": root / "Birdclef23",
+        "bc22": root / "Birdclef22",
+        "bc21": bc21,
+        "bc20": bc20,
+        "bc00": root / "birdclef2024-additional-mp3",
+    }
