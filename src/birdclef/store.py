@@ -80,7 +80,7 @@ class AudioStore:
         """Samples [start, stop) of one stored array, as a float32 copy."""
         stop = length if stop is None else min(stop, length)
         view = self.shard(int(shard))[offset + start : offset + stop]
-        return np.asarray(view, dtype=np.float32)
+        return np.array(view, dtype=np.float32)  # a copy: shards are read-only maps
 
     def __getstate__(self) -> dict[str, object]:
         return {"directory": self.directory, "index": self.index, "_shards": {}}

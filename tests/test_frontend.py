@@ -1,0 +1,151 @@
+"""The mel front end against SPEC 4.5, checked with an independent numpy re-computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from birdclef.config import FrontendConfig
+from birdclef.frontend import MelFrontend, image_shape, n_frames, spec_hop_length, window_samples
+
+CFG = FrontendConfig()
+SR = CFG.sample_rate
+
+
+@pytest.fixture(scope="module")
+def frontend() -> MelFrontend:
+    return MelFrontend.from_config(CFG).eval()
+
+
+def _hz_to_htk(f: np.ndarray | float) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _htk_to_hz(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def _mel_centres() -> np.ndarray:
+    """Centre frequency (Hz) of each HTK triangle: n_mels + 2 equally spaced mel points, inner ones."""
+    pts = np.linspace(_hz_to_htk(CFG.f_min), _hz_to_htk(CFG.f_max), CFG.n_mels + 2)
+    return _htk_to_hz(pts)[1:-1]
+
+
+def _reference_image(x: np.ndarray) -> np.ndarray:
+    """SPEC 4.5 in float64 numpy, written from the formulas (not from torchaudio): (n_mels, frames)."""
+    x = x / x.std(ddof=1)
+    half = CFG.n_fft // 2
+    padded = np.pad(x, half, mode="reflect")
+    n = np.arange(CFG.win_length)
+    hann = 0.5 - 0.5 * np.cos(2.0 * math.pi * n / CFG.win_length)  # periodic Hann
+    window = np.zeros(CFG.n_fft)
+    left = (CFG.n_fft - CFG.win_length) // 2
+    window[left : left + CFG.win_length] = hann
+    frames = 1 + (len(padded) - CFG.n_fft) // CFG.hop_length
+    idx = np.arange(frames)[:, None] * CFG.hop_length + np.arange(CFG.n_fft)[None, :]
+    power = np.abs(np.fft.rfft(padded[idx] * window, axis=1)) ** 2  # (frames, n_freqs)
+    # Triangles in Hz between consecutive HTK mel points, peak 1, no area normalisation.
+    freqs = np.linspace(0.0, SR / 2, CFG.n_fft // 2 + 1)
+    pts = _htk_to_hz(np.linspace(_hz_to_htk(CFG.f_min), _hz_to_htk(CFG.f_max), CFG.n_mels + 2))
+    lo, mid, hi = pts[:-2], pts[1:-1], pts[2:]
+    rise = (freqs[:, None] - lo) / (mid - lo)
+    fall = (hi - freqs[:, None]) / (hi - mid)
+    fb = np.maximum(0.0, np.minimum(rise, fall))  # (n_freqs, n_mels)
+    mel = (power @ fb).T
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return (db - CFG.db_offset) / CFG.db_scale
+
+
+def _test_signal(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(window_samples(CFG)) / SR
+    return (0.3 * rng.standard_normal(t.size) + np.sin(2 * math.pi * 2500.0 * t)).astype(np.float32)
+
+
+def test_hop_formula_and_shape_constants() -> None:
+    assert window_samples(CFG) == 160_000
+    assert spec_hop_length(160_000, CFG.win_length, CFG.n_fft, 224) == 717 == CFG.hop_length
+    assert n_frames(CFG) == 224
+    assert image_shape(CFG) == (3, 224, 224)
+
+
+def test_output_shape_dtype_and_channels(frontend: MelFrontend) -> None:
+    audio = torch.randn(2, window_samples(CFG))
+    img = frontend(audio)
+    assert img.shape == (2, 3, 224, 224)
+    assert img.dtype == torch.float32
+    assert not img.requires_grad
+    assert torch.equal(img[:, 0], img[:, 1])
+    ramp = torch.linspace(0.0, 1.0, CFG.n_mels)
+    assert torch.equal(img[:, 2], ramp.view(1, -1, 1).expand(2, -1, 224))
+    assert img[0, 2, 0, 0] == 0.0 and img[0, 2, -1, 0] == 1.0
+
+
+def test_matches_numpy_reference(frontend: MelFrontend) -> None:
+    x = _test_signal()
+    got = frontend(torch.from_numpy(x)[None])[0, 0].numpy()
+    want = _reference_image(x.astype(np.float64))
+    assert got.shape == want.shape == (224, 224)
+    # 1e-4 normalised units = 0.008 dB
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_sine_peaks_at_nearest_mel_band(frontend: MelFrontend) -> None:
+    t = np.arange(window_samples(CFG)) / SR
+    x = np.sin(2 * math.pi * 1000.0 * t).astype(np.float32)
+    img = frontend(torch.from_numpy(x)[None])[0, 0]
+    expected_row = int(np.argmin(np.abs(_mel_centres() - 1000.0)))
+    assert int(img.mean(dim=1).argmax()) == expected_row
+    # and in every frame but the two edge ones, where the reflect padding smears the spectrum
+    assert torch.all(img[:, 1:-1].argmax(dim=0) == expected_row)
+
+
+def test_scale_invariance(frontend: MelFrontend) -> None:
+    x = torch.from_numpy(_test_signal(1))[None]
+    a = frontend(x)
+    b = frontend(3.0 * x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_silence_is_finite(frontend: MelFrontend) -> None:
+    audio = torch.zeros(2, window_samples(CFG))
+    audio[1] = torch.randn(window_samples(CFG))
+    img = frontend(audio)
+    assert torch.isfinite(img).all()
+    # silent window: every mel cell is 10*log10(1e-10) = -100 dB -> (-100 - 40) / 80
+    assert torch.all(img[0, :2] == -1.75)
+    # the non-silent neighbour is unaffected by the silent one
+    torch.testing.assert_close(img[1:], frontend(audio[1:]), rtol=0, atol=0)
+
+
+def test_fp32_under_autocast_and_grad(frontend: MelFrontend) -> None:
+    x = torch.from_numpy(_test_signal(2))[None].double().requires_grad_(True)
+    plain = frontend(x.detach().float())
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = frontend(x)
+    assert got.dtype == torch.float32 and not got.requires_grad
+    torch.testing.assert_close(got, plain, rtol=0, atol=0)
+
+
+def test_rejects_wrong_rank(frontend: MelFrontend) -> None:
+    with pytest.raises(ValueError, match="batch, samples"):
+        frontend(torch.zeros(window_samples(CFG)))
+
+
+def test_no_state_dict_parameters(frontend: MelFrontend) -> None:
+    assert list(frontend.parameters()) == []
+    assert "ramp" not in frontend.state_dict()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(frontend: MelFrontend) -> None:
+    x = torch.from_numpy(_test_signal(3))[None]
+    cpu = frontend(x)
+    with torch.autocast(device_type="cuda", dtype=torch.float16):
+        gpu = frontend.to("cuda")(x.cuda()).cpu()
+    frontend.to("cpu")
+    assert gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-4)
