@@ -31,7 +31,11 @@ def write_audio(path: Path, audio: np.ndarray, sr: int = 32000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III"), ".wav": ("WAV", "FLOAT")}
     container, subtype = fmt[path.suffix]
-    sf.write(path, audio, sr, format=container, subtype=subtype)
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    # in blocks: one huge write call can crash libsndfile's ogg/mp3 encoder
+    with sf.SoundFile(path, "w", sr, channels, subtype=subtype, format=container) as handle:
+        for start in range(0, len(audio), 10 * sr):
+            handle.write(audio[start : start + 10 * sr])
     return path
 
 

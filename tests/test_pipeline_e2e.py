@@ -57,7 +57,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_stage_ran_and_status_is_clean(repo: Path) -> None:
     ran = stages_run((repo / "first_repro.log").read_text())
     assert ran == ["make_sample", "preprocess", "sample", "train_teacher", "pseudo_label",
-                   "train_student"]
+                   "train_student", "export", "evaluate"]
     assert "up to date" in sh(repo, "dvc", "status").stdout
     again = sh(repo, "dvc", "repro").stdout
     assert stages_run(again) == []
@@ -119,3 +119,18 @@ def test_pseudo_labels_are_byte_identical_on_rerun(repo: Path) -> None:
     sh(repo, "dvc", "repro", "-f", "-s", "pseudo_label")
     assert json.loads((repo / "metrics/teacher.json").read_text())["state_sha256"] == teacher_first
     assert json.loads((repo / "metrics/pseudo_label.json").read_text())["sha256"] == first
+
+
+def test_export_and_evaluate(repo: Path) -> None:
+    export = json.loads((repo / "metrics/export.json").read_text())
+    assert export["n_models"] == 2 and export["parity_max_abs_diff"] < 1e-3
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    for role in ("teacher", "student"):
+        for key in ("fold0", "fold1", "fold_mean", "fold_std", "ensemble", "ensemble_smoothed"):
+            assert 0.0 <= evaluate[role][key] <= 1.0, (role, key)
+    assert evaluate["windows"] == 6  # one 30-s labelled soundscape
+    db = sqlite3.connect(repo / "mlflow.db")
+    versions = db.execute("select name, version from model_versions").fetchall()
+    assert ("birdclef-student-ensemble", 1) in versions
+    runs = {name for (name,) in db.execute("select name from runs")}
+    assert {"train_student", "export", "evaluate", "student-fold0"} <= runs

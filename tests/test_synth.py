@@ -142,9 +142,9 @@ def test_audio_decodes(corpus: Path) -> None:
     common = [i for i in infos if i.channels == 1 and i.samplerate == 32000]
     assert len(common) >= len(infos) - 2
     for i in common:
-        assert SMALL["record_seconds_min"] - 1e-3 <= i.duration <= SMALL["record_seconds_max"] + 1e-3 or (
-            i.duration in (2.5, 10.0)
-        )
+        assert SMALL["record_seconds_min"] - 1e-3 <= i.duration <= SMALL[
+            "record_seconds_max"
+        ] + 1e-3 or (i.duration in (2.5, 10.0))
     for folder in (bc24 / "unlabeled_soundscapes", corpus / "labelled_soundscapes"):
         for path in folder.glob("*.ogg"):
             audio, sr = sf.read(path, dtype="float32")
@@ -154,7 +154,9 @@ def test_audio_decodes(corpus: Path) -> None:
     for path in list((corpus / "Birdclef20" / "train_audio").glob("*/*.mp3"))[:3]:
         audio, sr = sf.read(path, dtype="float32")
         assert sr in (32000, 44100) and len(audio) > sr
-    for path in list((corpus / "birdclef2024-additional-mp3" / "additional_audio").glob("*/*.mp3"))[:3]:
+    for path in list((corpus / "birdclef2024-additional-mp3" / "additional_audio").glob("*/*.mp3"))[
+        :3
+    ]:
         audio, sr = sf.read(path, dtype="float32")
         assert sr == 32000 and np.isfinite(audio).all()
 
@@ -249,8 +251,13 @@ def test_replaces_existing_output_atomically(tmp_path: Path) -> None:
     out = tmp_path / "sample"
     out.mkdir()
     (out / "stale.txt").write_text("from an older run")
-    cfg = small_config(n_species=4, extra_records_per_species=0, n_soundscapes=1, n_eval_soundscapes=0,
-                       soundscape_seconds=6.0)  # fmt: skip
+    cfg = small_config(
+        n_species=4,
+        extra_records_per_species=0,
+        n_soundscapes=1,
+        n_eval_soundscapes=0,
+        soundscape_seconds=6.0,
+    )
     summary = make_sample_corpus(cfg, out, progress=False)
     assert not (out / "stale.txt").exists()
     assert (out / "birdclef-2024" / "train_metadata.csv").is_file()
@@ -264,5 +271,7 @@ def test_replaces_existing_output_atomically(tmp_path: Path) -> None:
 def test_bad_config_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "sample"
     with pytest.raises(ValueError, match="record_seconds_min"):
-        make_sample_corpus(small_config(record_seconds_min=9.0, record_seconds_max=4.0), out, progress=False)
+        make_sample_corpus(
+            small_config(record_seconds_min=9.0, record_seconds_max=4.0), out, progress=False
+        )
     assert list(tmp_path.iterdir()) == []

@@ -122,3 +122,15 @@ def pad_centred(clip: np.ndarray, length: int) -> np.ndarray:
     left = (length - clip.size) // 2
     out[left : left + clip.size] = clip
     return out
+
+
+def decode_windows(
+    path: str | Path, sample_rate: int, window: int
+) -> tuple[str | Path, np.ndarray | None, str]:
+    """(path, windows or None, error message) for a prediction worker: errors are returned, so the
+    caller decides whether a bad file skips or fails the run."""
+    try:
+        audio = decode(path, sample_rate)
+    except AudioDecodeError as exc:
+        return path, None, str(exc)
+    return path, frame_windows(audio, window, sample_rate), ""

@@ -105,10 +105,14 @@ NOUNS = [
 SYLLABLES = ["ca", "di", "lo", "mu", "ne", "phi", "ra", "so", "te", "ty", "xa", "ze", "bor", "cry",
              "gal", "mel", "pho", "ryn", "sca", "thr"]  # fmt: skip
 ORDERS = ["Passeriformes", "Piciformes", "Cuculiformes", "Columbiformes", "Coraciiformes"]
-FIRST_NAMES = ["Anil", "Bea", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun",
-               "Kiran", "Lena", "Mateo", "Nora", "Omar", "Priya", "Ravi", "Sara", "Tomas", "Uma"]  # fmt: skip
-LAST_NAMES = ["Alvarez", "Bhat", "Costa", "Dubois", "Eriksen", "Fischer", "Gupta", "Haas", "Ito",
-              "Jansen", "Kumar", "Lopez", "Menon", "Novak", "Okafor", "Pillai", "Rao", "Silva"]  # fmt: skip
+FIRST_NAMES = [
+    "Anil", "Bea", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun", "Kiran", "Lena",
+    "Mateo", "Nora", "Omar", "Priya", "Ravi", "Sara", "Tomas", "Uma",
+]  # fmt: skip
+LAST_NAMES = [
+    "Alvarez", "Bhat", "Costa", "Dubois", "Eriksen", "Fischer", "Gupta", "Haas", "Ito", "Jansen",
+    "Kumar", "Lopez", "Menon", "Novak", "Okafor", "Pillai", "Rao", "Silva",
+]  # fmt: skip
 LICENSES = [
     "Creative Commons Attribution-NonCommercial-ShareAlike 4.0",
     "Creative Commons Attribution-NonCommercial-ShareAlike 3.0",
@@ -183,7 +187,10 @@ def _make_voice(rng: np.random.Generator, like: Voice | None = None) -> Voice:
     }[shape]
     lo = int(rng.integers(1, 4)) if shape in ("trill", "whistle") else int(rng.integers(2, 6))
     n_extra = int(rng.integers(0, 3))
-    harmonics = (1.0, *sorted((10 ** (-rng.uniform(6, 20) / 20) for _ in range(n_extra)), reverse=True))
+    harmonics = (
+        1.0,
+        *sorted((10 ** (-rng.uniform(6, 20) / 20) for _ in range(n_extra)), reverse=True),
+    )
     mod_hz = {"trill": rng.uniform(15, 45), "whistle": rng.uniform(3, 9)}.get(shape, 0.0)
     return Voice(
         f_lo=round(float(f_lo), 1),
@@ -355,7 +362,9 @@ def _brown(white: np.ndarray) -> np.ndarray:
     return x / _rms(x - x.mean())
 
 
-def _slow_envelope(rng: np.random.Generator, n: int, step_seconds: float, depth_db: float) -> np.ndarray:
+def _slow_envelope(
+    rng: np.random.Generator, n: int, step_seconds: float, depth_db: float
+) -> np.ndarray:
     """A smooth random gain curve (linear units) that moves every `step_seconds`, at 10-ms steps."""
     hop = SR // 100
     frames = n // hop + 1
@@ -423,7 +432,7 @@ def _reverb_ir(rng: np.random.Generator) -> np.ndarray:
 def _render_soundscape(
     spec: SoundscapeSpec, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-    """A low-SNR soundscape through a different channel; returns audio and (code, start, end) songs."""
+    """A low-SNR soundscape through another channel; returns audio and (code, start, end) songs."""
     n = int(round(spec.seconds * SR))
     # Background: wind (brown + dulled pink noise in slow gusts) over a faint microphone hiss,
     # sometimes rain and an insect band.
@@ -444,7 +453,9 @@ def _render_soundscape(
         # A pulsing narrow noise band; one second is computed and tiled (a whole-hertz pulse rate).
         centre = rng.uniform(4000, 7000)
         width = rng.uniform(200, 1200)
-        band = signal.butter(2, [centre - width / 2, centre + width / 2], "bandpass", fs=SR, output="sos")
+        band = signal.butter(
+            2, [centre - width / 2, centre + width / 2], "bandpass", fs=SR, output="sos"
+        )
         hiss = signal.sosfiltfilt(band, _white(rng, SR))
         gate = (0.5 + 0.5 * np.sin(2 * np.pi * int(rng.integers(20, 60)) * np.arange(SR) / SR)) ** 3
         insects = np.tile(hiss * gate / _rms(hiss * gate), n // SR + 1)[:n]
@@ -529,7 +540,9 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, fmt: str) -> No
     data = audio.astype(np.float32)
     # Variable-bitrate mp3 encodes a little faster than the default constant bitrate.
     options = {"bitrate_mode": "VARIABLE", "compression_level": 0.5} if fmt == "mp3" else {}
-    with sf.SoundFile(path, "w", sample_rate, channels, format=fmt.upper(), subtype=subtype, **options) as fh:
+    with sf.SoundFile(
+        path, "w", sample_rate, channels, format=fmt.upper(), subtype=subtype, **options
+    ) as fh:
         for start in range(0, len(data), block):
             fh.write(data[start : start + block])
     if fmt == "ogg":
@@ -563,7 +576,9 @@ def _run_job(args: tuple[int, AudioJob, str]) -> tuple[int, float, list[tuple[st
     else:
         audio = _render_focal(job.spec, rng)
     # Variations of this file only (a duplicate of the record elsewhere keeps the plain sound).
-    post = np.random.default_rng([*job.spec.seed.generate_state(2), zlib.crc32(job.paths[0].encode())])
+    post = np.random.default_rng(
+        [*job.spec.seed.generate_state(2), zlib.crc32(job.paths[0].encode())]
+    )
     if job.trim != (0.0, 0.0):
         audio = audio[int(job.trim[0] * SR) : len(audio) - int(job.trim[1] * SR)]
     if job.gain_db:
@@ -652,7 +667,9 @@ class _Planner:
         if self.rng.random() >= 0.2:
             return []
         pool = [c for c in self.codes if c != code]
-        chosen = list(self.rng.choice(pool, size=min(len(pool), int(self.rng.integers(1, 3))), replace=False))
+        chosen = list(
+            self.rng.choice(pool, size=min(len(pool), int(self.rng.integers(1, 3))), replace=False)
+        )
         if self.rng.random() < 0.15:  # a species outside the competition, as in the real lists
             chosen.append(self.others[int(self.rng.integers(len(self.others)))].code)
         return [str(c) for c in chosen]
@@ -682,7 +699,11 @@ class _Planner:
         counts = np.round(
             np.geomspace(cfg.bc24_records_max, cfg.bc24_records_min, len(self.codes))
         ).astype(int)
-        rows = [self.new_record("bc24", code) for code, k in zip(self.by_frequency, counts, strict=True) for _ in range(k)]
+        rows = [
+            self.new_record("bc24", code)
+            for code, k in zip(self.by_frequency, counts, strict=True)
+            for _ in range(k)
+        ]
         by_species: dict[str, list[Record]] = {}
         for r in rows:
             by_species.setdefault(r.code, []).append(r)
@@ -707,7 +728,10 @@ class _Planner:
             r0 = pick(code, min_seconds=4.0)
             r1 = pick(code)
             r1.audio, r1.secondaries = r0.audio, list(r0.secondaries)
-            r1.trim = (round(float(self.rng.uniform(0.05, 0.5)), 3), round(float(self.rng.uniform(0, 0.5)), 3))
+            r1.trim = (
+                round(float(self.rng.uniform(0.05, 0.5)), 3),
+                round(float(self.rng.uniform(0, 0.5)), 3),
+            )
             r1.trim = (min(r1.trim[0], r0.audio.seconds / 8), min(r1.trim[1], r0.audio.seconds / 8))
             r1.gain_db = round(float(self.rng.uniform(-3, 3)), 2)
             self.near_duplicates.append((r0, r1))
@@ -763,9 +787,18 @@ class _Planner:
                     continue
                 original = pool[int(self.rng.integers(len(pool)))]
                 reused.add(original.xc_id)
-                rows[i] = Record(source, original.xc_id, original.code, list(original.secondaries), original.audio)
+                rows[i] = Record(
+                    source,
+                    original.xc_id,
+                    original.code,
+                    list(original.secondaries),
+                    original.audio,
+                )
                 n_dup -= 1
-        out = [r if r is not None else self.new_record(source, code) for r, code in zip(rows, slots, strict=True)]
+        out = [
+            r if r is not None else self.new_record(source, code)
+            for r, code in zip(rows, slots, strict=True)
+        ]
         for r in out:
             r.source, r.fmt = source, fmt
             if source == "bc20":  # the 2020 mp3s come at several rates, some in stereo
@@ -778,10 +811,17 @@ class _Planner:
         n_others = len(self.others)
         for source in ("bc23", "bc22", "bc21", "bc20"):
             k = int(self.rng.integers(1, 3))
-            extra = [self.others[int(i)].code for i in self.rng.choice(n_others - 1, size=k, replace=False)]
+            extra = [
+                self.others[int(i)].code
+                for i in self.rng.choice(n_others - 1, size=k, replace=False)
+            ]
             self.plan_extra(source, self.codes + extra, "mp3" if source == "bc20" else "ogg")
         # bc00: most species, including frequent ones, plus one species outside the competition.
-        dropped = set(self.rng.choice(self.by_frequency[2:], size=len(self.codes) // 4, replace=False).tolist())
+        dropped = set(
+            self.rng.choice(
+                self.by_frequency[2:], size=len(self.codes) // 4, replace=False
+            ).tolist()
+        )
         bc00_species = [c for c in self.codes if c not in dropped] + [self.others[0].code]
         self.plan_extra("bc00", bc00_species, "mp3")
 
@@ -792,7 +832,9 @@ class _Planner:
         distant = tuple(s.voice for s in self.others)
         out = []
         for _ in range(n):
-            spec = SoundscapeSpec(self.new_seed(), float(self.cfg.soundscape_seconds), voices, distant)
+            spec = SoundscapeSpec(
+                self.new_seed(), float(self.cfg.soundscape_seconds), voices, distant
+            )
             out.append((self.new_id(), spec))
         return out
 
@@ -826,7 +868,12 @@ def _common_columns(r: Record, sp: Species, rng: np.random.Generator) -> dict[st
 
 
 def _date(rng: np.random.Generator) -> str:
-    return f"{int(rng.integers(2005, 2020))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+    year, month, day = (
+        int(rng.integers(2005, 2020)),
+        int(rng.integers(1, 13)),
+        int(rng.integers(1, 29)),
+    )
+    return f"{year}-{month:02d}-{day:02d}"
 
 
 def _clock(rng: np.random.Generator) -> str:
@@ -851,7 +898,9 @@ def _metadata_tables(plan: _Planner) -> dict[str, pd.DataFrame]:
 
     rows = []
     for r in plan.records["bc23"]:
-        rows.append({**_common_columns(r, sp[r.code], rng), "filename": f"{r.code}/XC{r.xc_id}.ogg"})
+        rows.append(
+            {**_common_columns(r, sp[r.code], rng), "filename": f"{r.code}/XC{r.xc_id}.ogg"}
+        )
     tables["bc23"] = pd.DataFrame(rows, columns=BC24_COLUMNS).sort_values("filename")
 
     rows = []
@@ -864,7 +913,9 @@ def _metadata_tables(plan: _Planner) -> dict[str, pd.DataFrame]:
     for r in plan.records["bc21"]:
         row = {**_common_columns(r, sp[r.code], rng), "date": _date(rng), "time": _clock(rng)}
         rows.append({**row, "filename": f"XC{r.xc_id}.ogg"})
-    tables["bc21"] = pd.DataFrame(rows, columns=BC21_COLUMNS).sort_values(["primary_label", "filename"])
+    tables["bc21"] = pd.DataFrame(rows, columns=BC21_COLUMNS).sort_values(
+        ["primary_label", "filename"]
+    )
 
     # 2020 names species "<Scientific>_<Common>"; some secondary names are of no known species.
     unknown = [f"{o.scientific_name}_{o.common_name}" for o in plan.others[-1:]]
@@ -913,14 +964,18 @@ def _metadata_tables(plan: _Planner) -> dict[str, pd.DataFrame]:
             "recordist": common["author"],
             "license": common["license"],
         })  # fmt: skip
-    tables["bc20"] = pd.DataFrame(rows, columns=BC20_COLUMNS).sort_values(["ebird_code", "filename"])
+    tables["bc20"] = pd.DataFrame(rows, columns=BC20_COLUMNS).sort_values(
+        ["ebird_code", "filename"]
+    )
     return tables
 
 
 def _audio_paths(r: Record) -> tuple[str, ...]:
     name = f"XC{r.xc_id}.{r.fmt}"
     if r.source == "bc24":
-        return tuple(f"{BC24_DIR}/train_audio/{folder}/{name}" for folder in [r.code, *r.extra_folders])
+        return tuple(
+            f"{BC24_DIR}/train_audio/{folder}/{name}" for folder in [r.code, *r.extra_folders]
+        )
     if r.source in ("bc23", "bc22"):
         return (f"{YEAR_DIRS[r.source]}/train_audio/{r.code}/{name}",)
     if r.source == "bc21":
@@ -942,7 +997,9 @@ def _window_labels(
             if min(end, hi) - max(start, lo) >= LABEL_MIN_OVERLAP:
                 labels[w, column[code]] = 1
     row_ids = [f"{stem}_{int(round((w + 1) * WINDOW_SECONDS))}" for w in range(n_windows)]
-    return pd.concat([pd.DataFrame({"row_id": row_ids}), pd.DataFrame(labels, columns=codes)], axis=1)
+    return pd.concat(
+        [pd.DataFrame({"row_id": row_ids}), pd.DataFrame(labels, columns=codes)], axis=1
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -970,7 +1027,11 @@ def make_sample_corpus(
     jobs: list[AudioJob] = []
     for source in ("bc24", "bc23", "bc22", "bc21", "bc20", "bc00"):
         for r in plan.records[source]:
-            jobs.append(AudioJob(_audio_paths(r), r.audio, r.fmt, r.sample_rate, r.channels, r.trim, r.gain_db))
+            jobs.append(
+                AudioJob(
+                    _audio_paths(r), r.audio, r.fmt, r.sample_rate, r.channels, r.trim, r.gain_db
+                )
+            )
     unlabeled = plan.soundscape_specs(cfg.n_soundscapes)
     labelled = plan.soundscape_specs(cfg.n_eval_soundscapes)
     first_eval = len(jobs) + len(unlabeled)
@@ -1076,9 +1137,13 @@ def _write_tables(
             "SPECIES_GROUP": s.family.split("(")[-1].rstrip(")"),
             "REPORT_AS": "",
         }
-        for o, s in zip(orders, [taxonomy[int(i)] for i in plan.rng.permutation(len(taxonomy))], strict=True)
+        for o, s in zip(
+            orders, [taxonomy[int(i)] for i in plan.rng.permutation(len(taxonomy))], strict=True
+        )
     ]
-    pd.DataFrame(taxon_rows, columns=TAXONOMY_COLUMNS).to_csv(bc24 / "eBird_Taxonomy_v2021.csv", index=False)
+    pd.DataFrame(taxon_rows, columns=TAXONOMY_COLUMNS).to_csv(
+        bc24 / "eBird_Taxonomy_v2021.csv", index=False
+    )
 
     (root / EVAL_DIR).mkdir(parents=True, exist_ok=True)
     frames = []

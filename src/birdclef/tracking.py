@@ -196,3 +196,39 @@ def stage_run(
         yield handle
     record = {"run_id": handle.run_id, "experiment_id": experiment_id, "pipeline_id": pid}
     write_json(run_file(stage), record)
+
+
+def register_ensemble(run: StageRun, onnx_dir: Path, name: str, tags: Mapping[str, str]) -> str:
+    """Log the exported ensemble as an MLflow pyfunc model and register a new version of `name`.
+
+    The pyfunc takes (n, 160000) float32 audio windows and returns fold-mean probabilities.
+    The version is tagged with `tags` and the stage's lineage and gets the alias `current`.
+    """
+    import mlflow.pyfunc
+
+    class StudentEnsemble(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):  # noqa: ANN001 (MLflow reads these signatures)
+            from birdclef.inference import OnnxEnsemble
+
+            self.ensemble = OnnxEnsemble(Path(context.artifacts["onnx"]))
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001
+            import numpy as np
+            from scipy.special import expit
+
+            windows = np.asarray(model_input, dtype=np.float32)
+            return expit(self.ensemble.logits(windows, 48)).mean(axis=0)
+
+    info = mlflow.pyfunc.log_model(
+        name="student_ensemble",
+        python_model=StudentEnsemble(),
+        artifacts={"onnx": str(onnx_dir)},
+        registered_model_name=name,
+        pip_requirements=["birdclef-pipeline", "onnxruntime", "torch", "torchaudio"],
+    )
+    version = str(info.registered_model_version)
+    client = run._mlflow.MlflowClient()
+    for key, value in {**run.tags, **tags, "birdclef.export_run_id": run.run_id}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, "current", version)
+    return version

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
+from scipy.special import expit
 from tqdm import tqdm
 
 from birdclef import tracking
 from birdclef.audio import frame_windows
-from birdclef.config import FrontendConfig, Params
+from birdclef.config import Params
 from birdclef.engine import resolve_device, set_threads
 from birdclef.io import sha256_file, write_csv, write_json, write_parquet
-from birdclef.model import BirdModel, load_checkpoint
+from birdclef.inference import TorchEnsemble
 from birdclef.stages.preprocess import SOUNDSCAPES
 from birdclef.store import AudioStore
 
@@ -30,48 +30,14 @@ METRICS = Path("metrics/pseudo_label.json")
 HISTOGRAM = Path("reports/pseudo_label_max_prob.csv")
 
 
-def load_fold_models(
-    folder: Path, device: torch.device
-) -> tuple[list[int], list[BirdModel], list[dict]]:
-    paths = sorted(folder.glob("fold*.pt"), key=lambda p: int(p.stem[4:]))
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no fold*.pt checkpoints (run the training stage)")
-    folds, models, metas = [], [], []
-    for path in paths:
-        model, meta = load_checkpoint(path, map_location=device)
-        folds.append(int(meta["extra"]["fold"]))
-        models.append(model)
-        metas.append(meta)
-    for meta in metas[1:]:
-        if meta["classes"] != metas[0]["classes"] or meta["frontend_cfg"] != metas[0]["frontend_cfg"]:
-            raise ValueError(f"{folder}: fold checkpoints disagree on classes or front end")
-    return folds, models, metas
-
-
-@torch.inference_mode()
-def predict_windows(
-    models: list[BirdModel], windows: np.ndarray, batch: int, device: torch.device
-) -> np.ndarray:
-    """(n_windows, T) audio -> (n_models, n_windows, n_classes) probabilities; mel computed once."""
-    frontend = models[0].frontend
-    out = []
-    for start in range(0, len(windows), batch):
-        audio = torch.from_numpy(windows[start : start + batch]).to(device)
-        images = frontend(audio)
-        out.append(torch.stack([torch.sigmoid(m.forward_images(images).float()) for m in models]))
-    return torch.cat(out, dim=1).cpu().numpy()
-
-
-def label_soundscapes(
-    store: AudioStore, models: list[BirdModel], folds: list[int], classes: list[str],
-    frontend_cfg: FrontendConfig, batch: int, device: torch.device,
-) -> pd.DataFrame:
+def label_soundscapes(store: AudioStore, ensemble: TorchEnsemble, batch: int) -> pd.DataFrame:
+    frontend_cfg, folds, classes = ensemble.frontend_cfg, ensemble.folds, ensemble.classes
     window = int(round(frontend_cfg.window_seconds * frontend_cfg.sample_rate))
     frames = []
     for row in tqdm(store.index.itertuples(), total=len(store.index), desc="pseudo-label"):
         audio = store.read(row.shard, row.offset, row.length)
         windows = frame_windows(audio, window, frontend_cfg.sample_rate)
-        probs = predict_windows(models, windows, batch, device)
+        probs = expit(ensemble.logits(windows, batch))
         n = len(windows)
         for fold, fold_probs in zip(folds, probs):
             frame = pd.DataFrame(fold_probs.astype(np.float32), columns=classes)
@@ -108,19 +74,17 @@ def main(params: Params) -> None:
         params.tracking.experiment, inputs=["models/teacher", str(SOUNDSCAPES)],
         upstream=["train_teacher"],
     ) as run:
-        folds, models, metas = load_fold_models(Path("models/teacher"), device)
-        meta = metas[0]
-        frontend_cfg = FrontendConfig(**meta["frontend_cfg"])
-        store = AudioStore(SOUNDSCAPES)
-        table = label_soundscapes(
-            store, models, folds, meta["classes"], frontend_cfg, params.pseudo_label.batch_size, device
-        )
+        ensemble = TorchEnsemble(Path("models/teacher"), device)
+        table = label_soundscapes(AudioStore(SOUNDSCAPES), ensemble, params.pseudo_label.batch_size)
         write_parquet(OUT, table)
-        metrics, histogram = summary(table, meta["classes"])
+        metrics, histogram = summary(table, ensemble.classes)
         metrics["sha256"] = sha256_file(OUT)
         write_json(METRICS, metrics)
         write_csv(HISTOGRAM, histogram)
-        teacher_runs = {f"teacher.fold{f}.run_id": m["extra"]["run_id"] for f, m in zip(folds, metas)}
+        teacher_runs = {
+            f"teacher.fold{f}.run_id": m["extra"]["run_id"]
+            for f, m in zip(ensemble.folds, ensemble.metas)
+        }
         run.log_params({"pseudo_labels.sha256": metrics["sha256"], **teacher_runs})
         run.log_metrics({"mean_max_prob": metrics["mean_max_prob"], "rows": metrics["rows"]})
         run.log_artifact(HISTOGRAM, "reports")
