@@ -59,6 +59,12 @@ def _extra_commands(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--threads", type=int, default=None)
     bench.set_defaults(func=lambda a: importlib.import_module("birdclef.benchmark").cli(a))
 
+    train_bench = sub.add_parser("benchmark-training", help="data loader vs training throughput")
+    train_bench.add_argument("--batches", type=int, default=10)
+    train_bench.set_defaults(
+        func=lambda a: importlib.import_module("birdclef.benchmark").training_cli(a)
+    )
+
     schema = sub.add_parser("schema", help="print the JSON schema of params.yaml")
     schema.set_defaults(func=lambda a: print(schema_json()))
 
