@@ -97,8 +97,10 @@ def test_mlflow_runs_share_one_pipeline_id(repo: Path) -> None:
     for stage in ("make_sample", "preprocess", "sample", "train_teacher", "pseudo_label"):
         assert stage in by_stage, by_stage
     assert len({by_stage[s] for s in ("make_sample", "preprocess", "sample", "train_teacher")}) == 1
-    folds = db.execute("select name from runs where name like 'teacher-fold%'").fetchall()
-    assert sorted(f for (f,) in folds) == ["teacher-fold0", "teacher-fold1"]
+    folds = db.execute("select name, experiment_id from runs where name like 'teacher-fold%'").fetchall()
+    assert sorted(f for f, _ in folds) == ["teacher-fold0", "teacher-fold1"]
+    (stage_experiment,) = db.execute("select experiment_id from runs where name = 'sample'").fetchone()
+    assert {e for _, e in folds} == {stage_experiment}  # fold runs sit beside their stage run
 
 
 @pytest.mark.parametrize(

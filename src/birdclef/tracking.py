@@ -160,7 +160,8 @@ class StageRun:
     @contextlib.contextmanager
     def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
         """A nested run (one per fold), visible on its own in the MLflow UI."""
-        with self._mlflow.start_run(run_name=name, nested=True) as run:
+        experiment_id = self.run.info.experiment_id  # not the Default experiment
+        with self._mlflow.start_run(run_name=name, nested=True, experiment_id=experiment_id) as run:
             yield StageRun(self._mlflow, run, {**self.tags, **(tags or {})})
 
 

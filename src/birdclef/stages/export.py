@@ -71,21 +71,19 @@ def main(params: Params) -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         eager, onnx = TorchEnsemble(STUDENTS), OnnxEnsemble(ONNX_DIR)
         samples = int(round(eager.frontend_cfg.window_seconds * eager.frontend_cfg.sample_rate))
-        n_windows = max(4, int(params.export.bench_seconds / eager.frontend_cfg.window_seconds))
+        n_windows = max(48, int(params.export.bench_seconds / eager.frontend_cfg.window_seconds))
         windows = fixed_windows(n_windows, samples)
         batch = params.predict.batch_windows
         ref, torch_s = timed(eager.logits, windows, batch)
         got, onnx_s = timed(onnx.logits, windows, batch)
         max_diff = float(np.abs(ref - got).max())
-        # AUC parity on pseudo targets (eager probability above its class median). Scores are
-        # compared at 1e-5 resolution: float noise among near-tied windows (random or barely
-        # trained weights) would otherwise reorder them without any real difference.
-        eager_probs = np.round(expit(ref).mean(0), 5)
-        onnx_probs = np.round(expit(got).mean(0), 5)
-        targets = (eager_probs > np.median(eager_probs, axis=0)).astype(np.float32)
+        # AUC parity against fixed targets that do not depend on either model, at 1e-3 probability
+        # resolution: float noise among near-tied windows of a barely trained model must not count.
+        eager_probs = np.round(expit(ref).mean(0), 3)
+        onnx_probs = np.round(expit(got).mean(0), 3)
+        rows, cols = np.indices(eager_probs.shape)
+        targets = ((rows + cols) % 2 == 0).astype(np.float32)
         auc_diff = abs(competition_score(targets, eager_probs) - competition_score(targets, onnx_probs))
-        if np.isnan(auc_diff):  # outputs too flat to rank (random weights): only logits compared
-            auc_diff = 0.0
         metrics = {
             "n_models": len(manifest["files"]), "opset": params.export.opset,
             "parity_max_abs_diff": max_diff, "parity_auc_diff": float(auc_diff),
