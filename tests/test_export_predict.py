@@ -1,51 +1,117 @@
-"""ONNX export parity and `predict` on odd real files, with tiny random-weight students."""
+"""ONNX export parity, the registered MLflow model, and `predict` on odd real files, with two tiny
+random-weight efficientvit_b0 students (5 classes) in a temporary working directory."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
+import torch
+from scipy.special import expit
 
+from birdclef import benchmark, tracking
 from birdclef.audio import AudioDecodeError
-from birdclef.config import load_params
+from birdclef.cli import main as cli_main
+from birdclef.config import Params, load_params
+from birdclef.frontend import window_samples
+from birdclef.inference import OnnxEnsemble, TorchEnsemble, fixed_windows
 from birdclef.model import build_model, save_checkpoint
 from birdclef.stages import export
 from birdclef.stages.predict import predict_folder
 from tests.conftest import REPO, tone, write_audio
 
-CLASSES = ["aaa", "bbb", "ccc"]
+CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee"]
+PL_SHA = "0123abcd"
+
+
+def tiny_params() -> Params:
+    params = load_params(REPO / "params.yaml")
+    return params.model_copy(update={
+        "model": params.model.model_copy(
+            update={"backbone": "efficientvit_b0", "pretrained": False, "pretrained_path": None}),
+        "tracking": params.tracking.model_copy(update={"experiment": "test-export"}),
+        "export": params.export.model_copy(update={"bench_seconds": 5.0}),
+    })
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A working directory with models/student/fold{0,1}.pt, exported once for the module."""
     work = tmp_path_factory.mktemp("export")
-    params = load_params(REPO / "profiles" / "tiny.yaml")
-    cwd = Path.cwd()
-    import os
-
-    os.chdir(work)
-    try:
+    params = tiny_params()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.delenv("DVC_ROOT", raising=False)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
         for fold in (0, 1):
-            model = build_model(params.model, params.frontend, len(CLASSES))
-            save_checkpoint(Path("models/student") / f"fold{fold}.pt", model, model_cfg=params.model,
-                            frontend_cfg=params.frontend, classes=CLASSES,
+            torch.manual_seed(fold)
+            model = build_model(params.model, params.frontend, len(CLASSES), pretrained=False)
+            save_checkpoint(Path("models/student") / f"fold{fold}.pt", model,
+                            model_cfg=params.model, frontend_cfg=params.frontend, classes=CLASSES,
                             extra={"fold": fold, "role": "student"})
+        Path("metrics").mkdir()
+        Path("metrics/pseudo_label.json").write_text(json.dumps({"sha256": PL_SHA}))
         export.main(params)
-    finally:
-        os.chdir(cwd)
-    return work
+        yield work
 
 
-def test_export_parity_and_manifest(exported: Path) -> None:
-    metrics = json.loads((exported / "metrics/export.json").read_text())
-    assert metrics["n_models"] == 2
+def test_export_manifest_metrics_and_parity(workdir: Path) -> None:
+    metrics = json.loads((workdir / "metrics/export.json").read_text())
+    assert metrics["n_models"] == 2 and metrics["opset"] == 18
     assert metrics["parity_max_abs_diff"] < 1e-3 and metrics["parity_auc_diff"] < 1e-3
-    assert metrics["registered_version"] >= 1
-    manifest = json.loads((exported / "models/onnx/manifest.json").read_text())
-    assert manifest["classes"] == CLASSES and manifest["files"] == ["fold0.onnx", "fold1.onnx"]
+    assert metrics["onnx_windows_per_s"] > 0 and metrics["torch_windows_per_s"] > 0
+    manifest = json.loads((workdir / "models/onnx/manifest.json").read_text())
+    assert manifest["classes"] == CLASSES and manifest["folds"] == [0, 1]
+    assert manifest["files"] == ["fold0.onnx", "fold1.onnx"]
+    assert sorted(p.name for p in (workdir / "models/onnx").iterdir()) == [
+        "fold0.onnx", "fold1.onnx", "manifest.json"]  # self-contained: no external data files
+    # independently of the stage: both engines on other fixed audio
+    cfg = tiny_params().frontend
+    windows = fixed_windows(6, window_samples(cfg), seed=3)
+    onnx = OnnxEnsemble(workdir / "models/onnx", threads=1)
+    eager = TorchEnsemble(workdir / "models/student")
+    got, ref = onnx.logits(windows, 4), eager.logits(windows, 4)
+    assert got.shape == (2, 6, len(CLASSES))
+    np.testing.assert_allclose(got, ref, atol=1e-3, rtol=0)
+
+
+def test_registered_model_version(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    tracking._mlflow()
+    version = mlflow.MlflowClient().get_model_version_by_alias(export.REGISTERED_NAME, "current")
+    assert int(version.version) == json.loads((workdir / "metrics/export.json").read_text())[
+        "registered_version"]
+    assert version.tags["pseudo_labels.sha256"] == PL_SHA
+    assert version.tags["birdclef.stage"] == "export"
+    model = mlflow.pyfunc.load_model(f"models:/{export.REGISTERED_NAME}@current")
+    windows = fixed_windows(3, window_samples(tiny_params().frontend), seed=5)
+    expected = expit(OnnxEnsemble(workdir / "models/onnx").logits(windows, 48)).mean(0)
+    np.testing.assert_allclose(model.predict(windows), expected, atol=1e-6)
+    np.testing.assert_allclose(model.predict(pd.DataFrame(windows)), expected, atol=1e-6)
+
+
+def test_failed_parity_leaves_models_untouched(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    before = {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir()}
+    metrics_before = (workdir / "metrics/export.json").read_bytes()
+    params = tiny_params()
+    strict = params.model_copy(update={"export": params.export.model_copy(
+        update={"parity_atol": 1e-12}), "tracking": params.tracking.model_copy(
+        update={"log_models": False})})
+    with pytest.raises(ValueError, match="ONNX parity failed"):
+        export.main(strict)
+    assert {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir()} == before
+    assert (workdir / "metrics/export.json").read_bytes() == metrics_before
+    assert not list((workdir / "models").glob(".onnx.*"))  # no temp folder left behind
 
 
 @pytest.fixture
@@ -55,26 +121,62 @@ def odd_inputs(tmp_path: Path) -> Path:
     write_audio(folder / "short.wav", tone(3.0))
     write_audio(folder / "full.ogg", tone(240.0))
     (folder / "broken.mp3").write_bytes(b"ID3" + bytes(500))
+    (folder / "notes.txt").write_text("not audio, not listed")
     return folder
 
 
-def test_predict_odd_inputs(exported: Path, odd_inputs: Path, tmp_path: Path) -> None:
-    params = load_params(REPO / "profiles" / "tiny.yaml")
+def test_predict_odd_inputs(
+    workdir: Path, odd_inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tiny_params()
+    models = workdir / "models/onnx"
     out = tmp_path / "submission.csv"
-    summary = predict_folder(odd_inputs, exported / "models/onnx", out, params, workers=2)
+    summary = predict_folder(odd_inputs, models, out, params, workers=2, threads=1)
     table = pd.read_csv(out)
     assert list(table.columns) == ["row_id", *CLASSES]
-    counts = table["row_id"].str.rsplit("_", n=1).str[0].value_counts().to_dict()
-    assert counts == {"full": 48, "stereo44k": 8, "short": 1}
-    stereo = table[table["row_id"].str.startswith("stereo44k_")]["row_id"].tolist()
-    assert stereo == [f"stereo44k_{s}" for s in range(5, 45, 5)]
+    ids = table["row_id"].tolist()
+    assert [i for i in ids if i.startswith("stereo44k_")] == [f"stereo44k_{s}" for s in range(5, 45, 5)]
+    assert [i for i in ids if i.startswith("short_")] == ["short_5"]
+    assert [i for i in ids if i.startswith("full_")] == [f"full_{s}" for s in range(5, 245, 5)]
+    assert len(ids) == 8 + 1 + 48 and summary["rows"] == len(ids) and summary["files"] == 4
     values = table[CLASSES].to_numpy()
-    assert np.all((values >= 0) & (values <= 1))
+    assert np.isfinite(values).all() and np.all((values >= 0) & (values <= 1))
     assert len(summary["skipped"]) == 1 and "broken.mp3" in summary["skipped"][0]
+    assert "broken.mp3" in capsys.readouterr().err
     assert "broken.mp3" in (tmp_path / "submission.csv.errors.txt").read_text()
+
+    # same bytes again, decoded in this process instead of workers, through the command line
     again = tmp_path / "again.csv"
-    predict_folder(odd_inputs, exported / "models/onnx", again, params, workers=1)
-    assert again.read_bytes() == out.read_bytes()
+    code = cli_main(["--params", str(REPO / "params.yaml"), "predict", str(odd_inputs),
+                     "--output", str(again), "--models", str(models), "--workers", "1"])
+    assert code == 0 and again.read_bytes() == out.read_bytes()
+
     with pytest.raises(AudioDecodeError, match="broken.mp3"):
-        predict_folder(odd_inputs, exported / "models/onnx", tmp_path / "x.csv", params,
-                       on_error="fail")
+        predict_folder(odd_inputs, models, tmp_path / "x.csv", params, on_error="fail")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "a.flac", tone(12.0, sr=48000, freq=2500.0), 48000)  # flac, 48 kHz
+    out = tmp_path / "raw.csv"
+    predict_folder(folder, workdir / "models/onnx", out, tiny_params(), smoothing=False)
+    table = pd.read_csv(out)
+    assert table["row_id"].tolist() == ["a_5", "a_10", "a_15"]
+    from birdclef.audio import decode, frame_windows
+
+    cfg = tiny_params().frontend
+    windows = frame_windows(decode(folder / "a.flac", cfg.sample_rate), window_samples(cfg),
+                            cfg.sample_rate)
+    expected = expit(OnnxEnsemble(workdir / "models/onnx").logits(windows, 48)).mean(0)
+    np.testing.assert_allclose(table[CLASSES].to_numpy(), expected, atol=1e-6)
+
+
+def test_benchmark_runs_both_engines(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    result = benchmark.run(0.5, Path("models/onnx"), Path("models/student"), 1, tiny_params(),
+                           repeats=1)
+    assert result["models"] == 2 and result["windows"] == 6
+    assert result["onnx_windows_per_s"] > 0 and result["eager_windows_per_s"] > 0
+    assert result["projected_minutes_52800_windows_4_cores"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import expit, logit
+from scipy.special import logit
 
 from birdclef.config import PostprocessConfig
 from birdclef.postprocess import postprocess, reduce_folds, smooth
@@ -15,8 +15,10 @@ def test_reductions() -> None:
     logits = logit(probs)
     assert reduce_folds(logits, "mean_prob")[0].tolist() == pytest.approx([0.4, 0.7])
     assert reduce_folds(logits, "min")[0].tolist() == pytest.approx([0.2, 0.5])
-    expected = expit((logit(np.array([0.2, 0.9])) + logit(np.array([0.6, 0.5]))) / 2)
-    assert reduce_folds(logits, "mean_logit")[0].tolist() == pytest.approx(expected.tolist())
+    # mean logit = log of the geometric mean of the odds: sqrt(0.25 * 1.5) and sqrt(9 * 1)
+    odds = np.sqrt(0.375)
+    expected = [odds / (1 + odds), 0.75]
+    assert reduce_folds(logits, "mean_logit")[0].tolist() == pytest.approx(expected)
     with pytest.raises(ValueError):
         reduce_folds(logits, "median")
 
@@ -30,6 +32,10 @@ def test_smoothing_by_hand_with_edge_renormalisation() -> None:
     assert out[3] == 0.0
     constant = np.full((7, 3), 0.3)
     np.testing.assert_allclose(smooth(constant, [0.1, 0.2, 0.4, 0.2, 0.1]), constant, rtol=1e-6)
+    two = smooth(np.array([[1.0], [0.0]]), [0.1, 0.2, 0.4, 0.2, 0.1])[:, 0]
+    assert two.tolist() == pytest.approx([0.4 / 0.6, 0.2 / 0.6])
+    three_tap = smooth(np.array([[0.0], [1.0], [0.0]]), [0.25, 0.5, 0.25])[:, 0]
+    assert three_tap.tolist() == pytest.approx([0.25 / 0.75, 0.5, 0.25 / 0.75])
     single = np.array([[0.8, 0.1]])
     np.testing.assert_allclose(smooth(single, [0.1, 0.2, 0.4, 0.2, 0.1]), single, rtol=1e-6)
 

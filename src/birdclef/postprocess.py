@@ -25,7 +25,9 @@ def smooth(probs: np.ndarray, kernel: Sequence[float]) -> np.ndarray:
     """Weighted mean of each species' probability over neighbouring windows of one soundscape.
 
     The kernel is centred on each window; at the soundscape's edges the weights that fall outside
-    are dropped and the rest renormalised, so a constant sequence stays constant.
+    are dropped and the rest renormalised, so a constant sequence stays constant and a soundscape of
+    one window is unchanged. Zero padding instead would damp the first and last windows (to 0.7 of
+    a constant with the default kernel); the original's edge handling is unknown (SPEC 7).
     """
     weights = np.asarray(kernel, dtype=np.float64)
     half = len(weights) // 2

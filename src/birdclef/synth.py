@@ -274,7 +274,8 @@ def _add_confusable_pairs(rng: np.random.Generator, species: list[Species]) -> l
 
 
 def _rms(x: np.ndarray) -> float:
-    return math.sqrt(float(np.dot(x, x)) / max(len(x), 1)) + 1e-12
+    # Not np.dot: a BLAS call may start threads that fight the other worker processes.
+    return math.sqrt(float(np.einsum("i,i->", x, x)) / max(len(x), 1)) + 1e-12
 
 
 def _fade(n: int, share: float) -> np.ndarray:

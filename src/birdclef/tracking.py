@@ -199,37 +199,67 @@ def stage_run(
     write_json(run_file(stage), record)
 
 
-def register_ensemble(run: StageRun, onnx_dir: Path, name: str, tags: Mapping[str, str]) -> str:
+def register_ensemble(
+    run: StageRun,
+    onnx_dir: Path,
+    name: str = "birdclef-student-ensemble",
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Log the exported ensemble as an MLflow pyfunc model and register a new version of `name`.
 
-    The pyfunc takes (n, 160000) float32 audio windows and returns fold-mean probabilities.
-    The version is tagged with `tags` and the stage's lineage and gets the alias `current`.
+    The pyfunc takes (n, window samples) float32 audio windows (array or DataFrame) and returns the
+    fold-mean probabilities (n, classes), through the same OnnxEnsemble as `birdclef predict`. The
+    birdclef package travels with the model (code_paths), so it loads outside this repository.
+    The version is tagged with `tags` and the stage's lineage and gets the alias `current`
+    (MLflow reserves `latest`).
     """
+    import warnings
+
     import mlflow.pyfunc
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    class StudentEnsemble(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):  # noqa: ANN001 (MLflow reads these signatures)
-            from birdclef.inference import OnnxEnsemble
-
-            self.ensemble = OnnxEnsemble(Path(context.artifacts["onnx"]))
-
-        def predict(self, context, model_input, params=None):  # noqa: ANN001
-            import numpy as np
-            from scipy.special import expit
-
-            windows = np.asarray(model_input, dtype=np.float32)
-            return expit(self.ensemble.logits(windows, 48)).mean(axis=0)
-
-    info = mlflow.pyfunc.log_model(
-        name="student_ensemble",
-        python_model=StudentEnsemble(),
-        artifacts={"onnx": str(onnx_dir)},
-        registered_model_name=name,
-        pip_requirements=["birdclef-pipeline", "onnxruntime", "torch", "torchaudio"],
+    manifest = json.loads((Path(onnx_dir) / "manifest.json").read_text())
+    cfg = manifest["frontend_cfg"]
+    samples = int(round(cfg["window_seconds"] * cfg["sample_rate"]))
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, samples))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(manifest["classes"])))]),
     )
+    with warnings.catch_warnings():
+        # MLflow asks for an input example to check the signature; the signature is explicit and
+        # an example would be a 160,000-sample window stored as JSON.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+
+        class StudentEnsemble(mlflow.pyfunc.PythonModel):
+            def load_context(self, context):  # noqa: ANN001 (MLflow reads these signatures)
+                from birdclef.inference import OnnxEnsemble
+
+                self.ensemble = OnnxEnsemble(Path(context.artifacts["onnx"]))
+
+            def predict(self, context, model_input, params=None):  # noqa: ANN001
+                from scipy.special import expit
+
+                windows = np.asarray(model_input, dtype=np.float32)
+                return expit(self.ensemble.logits(windows, 48)).mean(axis=0)
+
+            # a real object, not a postponed string: MLflow then skips type-hint validation quietly
+            predict.__annotations__ = {"model_input": np.ndarray}
+
+        info = run._mlflow.pyfunc.log_model(
+            name="student_ensemble",
+            python_model=StudentEnsemble(),
+            artifacts={"onnx": str(onnx_dir)},
+            code_paths=[str(Path(__file__).resolve().parent)],
+            signature=signature,
+            registered_model_name=name,
+            pip_requirements=["onnxruntime", "torch", "torchaudio", "numpy", "scipy", "pydantic",
+                              "pyyaml"],
+        )
     version = str(info.registered_model_version)
     client = run._mlflow.MlflowClient()
-    for key, value in {**run.tags, **tags, "birdclef.export_run_id": run.run_id}.items():
+    for key, value in {**run.tags, **(tags or {}), "birdclef.export_run_id": run.run_id}.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, "current", version)
     return version

@@ -8,9 +8,11 @@ reported (stderr, `<output>.errors.txt`, the summary) and skipped, or fails the 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -23,26 +25,28 @@ from tqdm import tqdm
 
 from birdclef.audio import AUDIO_SUFFIXES, AudioDecodeError, decode_windows
 from birdclef.config import FrontendConfig, Params, load_params
-from birdclef.inference import OnnxEnsemble
+from birdclef.frontend import window_samples
+from birdclef.inference import Ensemble, OnnxEnsemble
 from birdclef.io import atomic_path, write_csv
 from birdclef.postprocess import postprocess
+
+Decoded = tuple[Path, np.ndarray | None, str]  # (path, (windows, samples) or None, error)
 
 
 class Prediction(NamedTuple):
     row_ids: list[str]
     probs: np.ndarray  # (windows of all files, classes), post-processed
-    logits: list[np.ndarray]  # per file (folds, windows, classes)
+    logits: list[np.ndarray]  # per decoded file: (folds, windows, classes)
     skipped: list[str]  # "path: reason"
 
 
-def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterator[tuple]:
-    """Decode in order with at most 2 x workers files in flight.
+def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterator[Decoded]:
+    """Decode in input order with at most 2 x workers files in flight.
 
     Workers come from a fork server: forking this process, whose torch and ONNX Runtime thread
     pools are running, can crash the child.
     """
-    window = int(round(cfg.window_seconds * cfg.sample_rate))
-    fn = partial(decode_windows, sample_rate=cfg.sample_rate, window=window)
+    fn = partial(decode_windows, sample_rate=cfg.sample_rate, window=window_samples(cfg))
     if workers <= 1:
         yield from map(fn, paths)
         return
@@ -57,15 +61,25 @@ def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterato
             yield result
 
 
+def row_ids_for(path: Path, n_windows: int, window_seconds: float) -> list[str]:
+    """`<stem>_<end second>` for each window: 5, 10, ... (SPEC 12)."""
+    return [f"{path.stem}_{int(round((i + 1) * window_seconds))}" for i in range(n_windows)]
+
+
 def predict_files(
     paths: Sequence[Path],
-    ensemble: OnnxEnsemble,
+    ensemble: Ensemble,
     params: Params,
     *,
     workers: int | None = None,
     on_error: str | None = None,
     smoothing: bool | None = None,
 ) -> Prediction:
+    """The predict path shared with evaluate and benchmark: decode, mel once, models, post-process.
+
+    `ensemble` is an OnnxEnsemble (what `birdclef predict` submits) or a TorchEnsemble (benchmark).
+    `workers` 0 means one decoding process per core; `on_error` "fail" raises AudioDecodeError.
+    """
     cfg = ensemble.frontend_cfg
     workers = params.predict.workers if workers is None else workers
     on_error = on_error or params.predict.on_error
@@ -73,21 +87,24 @@ def predict_files(
     probs: list[np.ndarray] = []
     logits: list[np.ndarray] = []
     skipped: list[str] = []
-    bar = tqdm(total=len(paths), desc="predict", unit="file", mininterval=1.0)
-    for path, windows, error in decoded(paths, cfg, workers or os.cpu_count() or 1):
-        bar.update()
-        if windows is None:
-            if on_error == "fail":
-                raise AudioDecodeError(error)
-            print(f"predict: skipped {error}", file=sys.stderr)
-            skipped.append(error)
-            continue
-        file_logits = ensemble.logits(windows, params.predict.batch_windows)
-        logits.append(file_logits)
-        probs.append(postprocess(file_logits, params.postprocess, smoothing))
-        seconds = cfg.window_seconds
-        row_ids += [f"{path.stem}_{int(round((i + 1) * seconds))}" for i in range(len(windows))]
-    bar.close()
+    # no more decoding processes than files: a pool costs about a second to start
+    workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
+    stream = decoded([Path(p) for p in paths], cfg, workers)
+    with contextlib.closing(stream), tqdm(
+        total=len(paths), desc="predict", unit="file", mininterval=1.0
+    ) as bar:
+        for path, windows, error in stream:
+            bar.update()
+            if windows is None:
+                if on_error == "fail":
+                    raise AudioDecodeError(error)
+                tqdm.write(f"predict: skipped {error}", file=sys.stderr)
+                skipped.append(error)
+                continue
+            file_logits = ensemble.logits(windows, params.predict.batch_windows)
+            logits.append(file_logits)
+            probs.append(postprocess(file_logits, params.postprocess, smoothing))
+            row_ids += row_ids_for(path, len(windows), cfg.window_seconds)
     empty = np.zeros((0, len(ensemble.classes)), np.float32)
     return Prediction(row_ids, np.concatenate(probs) if probs else empty, logits, skipped)
 
@@ -95,7 +112,23 @@ def predict_files(
 def list_audio(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: input folder not found")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def submission_table(result: Prediction, classes: list[str]) -> pd.DataFrame:
+    table = pd.DataFrame(result.probs, columns=classes)
+    table.insert(0, "row_id", result.row_ids)
+    return table
+
+
+def write_errors(output: Path, skipped: list[str]) -> None:
+    """`<output>.errors.txt` lists the skipped files; a stale one from an earlier run is removed."""
+    errors = output.with_name(output.name + ".errors.txt")
+    if skipped:
+        with atomic_path(errors) as tmp:
+            tmp.write_text("\n".join(skipped) + "\n")
+    elif errors.exists():
+        errors.unlink()
 
 
 def predict_folder(
@@ -109,22 +142,20 @@ def predict_folder(
     on_error: str | None = None,
     smoothing: bool | None = None,
 ) -> dict[str, Any]:
-    paths = list_audio(input_dir)
-    ensemble = OnnxEnsemble(models_dir, params.predict.threads if threads is None else threads)
+    """Every audio file of `input_dir` -> `output` (submission.csv); returns a summary dict."""
+    started = time.perf_counter()
+    paths = list_audio(Path(input_dir))
+    ensemble = OnnxEnsemble(Path(models_dir), params.predict.threads if threads is None else threads)
     result = predict_files(
         paths, ensemble, params, workers=workers, on_error=on_error, smoothing=smoothing
     )
-    table = pd.DataFrame(result.probs, columns=ensemble.classes)
-    table.insert(0, "row_id", result.row_ids)
-    write_csv(output, table)
-    errors = output.with_name(output.name + ".errors.txt")
-    if result.skipped:
-        with atomic_path(errors) as tmp:
-            tmp.write_text("\n".join(result.skipped) + "\n")
-    elif errors.exists():
-        errors.unlink()
+    output = Path(output)
+    write_csv(output, submission_table(result, ensemble.classes))
+    write_errors(output, result.skipped)
+    seconds = time.perf_counter() - started
     return {"files": len(paths), "rows": len(result.row_ids), "skipped": result.skipped,
-            "output": str(output)}
+            "output": str(output), "models": len(ensemble.sessions), "seconds": seconds,
+            "windows_per_s": len(result.row_ids) / seconds if seconds > 0 else 0.0}
 
 
 def cli(args: Any) -> None:
@@ -134,5 +165,7 @@ def cli(args: Any) -> None:
         threads=args.threads, workers=args.workers, on_error=args.on_error,
         smoothing=False if args.no_smoothing else None,
     )
-    print(f"predict: {summary['rows']} rows from {summary['files']} files -> {summary['output']}"
+    print(f"predict: {summary['rows']} rows from {summary['files']} files, {summary['models']} "
+          f"models, {summary['seconds']:.1f} s ({summary['windows_per_s']:.1f} windows/s) -> "
+          f"{summary['output']}"
           + (f"; {len(summary['skipped'])} skipped (see .errors.txt)" if summary["skipped"] else ""))
