@@ -28,9 +28,9 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -m "not e2e"
 
-# Switch the active params to a profile kept in profiles/ (works with `dvc exp run` too).
-profile:
-	cp profiles/$(PROFILE).yaml params.yaml
+# Switch the active params to a profile: profiles/base.yaml with profiles/$(PROFILE).yaml over it.
+profile: venv
+	$(BIN)/birdclef profile $(PROFILE)
 
 benchmark: venv
 	$(BIN)/python -m birdclef.cli benchmark

@@ -1,4 +1,4 @@
-"""Decoding (soundfile/libsndfile), resampling (soxr, librosa's default resampler), mono, windows.
+"""Decoding (soundfile/libsndfile), resampling (soxr, librosa's default resampler), mono.
 
 The original decoded whole files with `librosa.load(path, sr=32000)` (mono = channel mean, soxr_hq
 resampling, float32). Here only the needed part is read: libsndfile seeks in ogg/mp3/wav, so the
@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from birdclef.windows import frame_windows
 
 RESAMPLE_MARGIN_SECONDS = 0.05
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".wav", ".flac")
@@ -86,42 +88,6 @@ def decode_edges(
         first = _resample(_read(handle, path, 0, keep_in), sr_in, sample_rate)[:keep]
         last = _resample(_read(handle, path, frames - keep_in, keep_in), sr_in, sample_rate)
     return first, last[-keep:], total, sr_in
-
-
-def n_windows(n_samples: int, window: int, sample_rate: int) -> int:
-    """Windows of a recording (SPEC 5): ceil(round(seconds) / window seconds), at least one.
-
-    A 240-s soundscape gives 48; a 37-s file 8 (the last one 2 s of audio, zero-padded); a tail
-    shorter than half a second past a window boundary is dropped, as in the original.
-    """
-    seconds = round(n_samples / sample_rate)
-    return max(1, math.ceil(seconds * sample_rate / window))
-
-
-def frame_windows(audio: np.ndarray, window: int, sample_rate: int) -> np.ndarray:
-    """(n_windows, window) non-overlapping windows; a last partial window zero-padded, centred.
-
-    One rule for pseudo-labelling, evaluation and prediction (SPEC 5).
-    """
-    count = n_windows(audio.size, window, sample_rate)
-    out = np.zeros((count, window), dtype=np.float32)
-    full = min(audio.size // window, count)
-    out[:full] = audio[: full * window].reshape(full, window)
-    if count > full:
-        rest = audio[full * window : count * window]
-        left = (window - rest.size) // 2
-        out[full, left : left + rest.size] = rest
-    return out
-
-
-def pad_centred(clip: np.ndarray, length: int) -> np.ndarray:
-    """Zero-pad a short clip to `length`, left pad = floor(deficit/2) (SPEC 4.3 validation)."""
-    if clip.size >= length:
-        return clip[:length]
-    out = np.zeros(length, dtype=np.float32)
-    left = (length - clip.size) // 2
-    out[left : left + clip.size] = clip
-    return out
 
 
 def decode_windows(

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from birdclef.config import Params, load_params
-from birdclef.frontend import window_samples
+from birdclef.windows import window_samples
 from birdclef.inference import Ensemble, OnnxEnsemble, TorchEnsemble, fixed_windows
 from birdclef.io import sha256_file, write_json
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from birdclef.paths import MAX_ROUNDS
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -38,6 +40,9 @@ class MakeSampleConfig(Section):
     n_soundscapes: int = Field(ge=1)
     n_eval_soundscapes: int = Field(ge=0)
     soundscape_seconds: float = Field(gt=0)
+    # Length of the labelled evaluation soundscapes (null = soundscape_seconds). Many short ones
+    # give the evaluation more independent positives than a few long ones (1 minute as in 2025).
+    eval_soundscape_seconds: float | None = Field(default=None, gt=0)
     record_seconds_min: float = Field(gt=0)
     record_seconds_max: float = Field(gt=0)
 
@@ -104,6 +109,22 @@ class ModelConfig(Section):
     drop_rate: float = Field(default=0.1, ge=0, lt=1)
 
 
+class SoundscapeMixConfig(Section):
+    """Background augmentation: with chance `p` a random window of an unlabelled soundscape is added
+    under a labelled clip at an amplitude weight drawn from [weight_min, weight_max]; the clip's
+    labels are unchanged. It shows the model the soundscapes' background and recording channel."""
+
+    p: float = Field(default=0.0, ge=0, le=1)
+    weight_min: float = Field(default=0.5, ge=0)
+    weight_max: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SoundscapeMixConfig:
+        if self.weight_min > self.weight_max:
+            raise ValueError("weight_min must not exceed weight_max")
+        return self
+
+
 class TrainConfig(Section):
     """One training run (teacher or student), SPEC 4.3-4.9 and 6.1-6.4."""
 
@@ -126,25 +147,55 @@ class TrainConfig(Section):
     mixup_p: float = Field(ge=0, le=1)  # batch-level mixup (SPEC 6.4)
     loudness_db_range: float = Field(ge=0)
     train_on_all_folds: bool = False  # SPEC 9.1 bug, as a switch
+    # stochastic depth of the backbone while training (student noise in Noisy Student)
+    drop_path_rate: float = Field(default=0.0, ge=0, lt=1)
+    soundscape_mix: SoundscapeMixConfig = SoundscapeMixConfig()
     num_workers: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # only on CUDA
+    # NHWC convolutions: about 1.25x faster training and 1.9x faster inference on this CPU
     channels_last: bool = False
     compile: bool = False
     threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = every core
 
 
 class PseudoLabelStreamConfig(Section):
-    """How pseudo-labelled windows join each student batch (SPEC 6.2, 6.3)."""
+    """How pseudo-labelled soundscape windows enter student training (SPEC 6.2, 6.3 and beyond).
 
-    enabled: bool = True
-    soundscapes_per_batch: int = Field(ge=1)  # SPEC: 4 soundscapes x 48 windows
+    `mode: extra_items` is SPEC 6.3: each step appends `soundscapes_per_batch` soundscapes' windows
+    to the labelled batch as items of their own. `mode: mix` is Noisy-Student mixing: with chance
+    `mix_p` a labelled clip gets a pseudo-labelled window added at an amplitude weight in
+    [mix_weight_min, mix_weight_max], its targets the element-wise max of both.
+    `targets: labelled_only` keeps the same windows and audio but drops their pseudo-labels (mixed
+    clips keep the clip's own targets; extra items carry no loss): the augmentation-only arm.
+    """
+
+    enabled: bool = True  # false: the control, no soundscape window reaches the student
+    mode: Literal["extra_items", "mix"] = "extra_items"
+    targets: Literal["pseudo", "labelled_only"] = "pseudo"
+    # extra_items mode
+    soundscapes_per_batch: int = Field(default=1, ge=1)  # SPEC: 4 soundscapes x 48 windows
     windows_per_soundscape: int | None = None  # None = every window of the soundscape
-    dup: int = Field(ge=1)
+    dup: int = Field(default=10, ge=1)
     shuffle: bool = False
     restart: bool = True  # SPEC 9.2: False reproduces the refill crash
-    max_pl: bool = True  # SPEC 6.2 logit blend
+    # mix mode
+    mix_p: float = Field(default=1.0, ge=0, le=1)
+    mix_weight_min: float = Field(default=0.5, ge=0)
+    mix_weight_max: float = Field(default=0.5, ge=0)
+    # which windows: every window alike, or in proportion to its top pseudo-label probability
+    sampling: Literal["uniform", "confidence"] = "uniform"
+    # the targets: SPEC 6.2's logit blend, which folds' labels, sharpening and zeroing
+    max_pl: bool = True
     fold_source: Literal["same_fold", "mean"] = "same_fold"
+    power: float = Field(default=1.0, gt=0)  # probabilities raised to this power (sharpening > 1)
+    threshold: float = Field(default=0.0, ge=0, lt=1)  # probabilities below it become 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PseudoLabelStreamConfig:
+        if self.mix_weight_min > self.mix_weight_max:
+            raise ValueError("mix_weight_min must not exceed mix_weight_max")
+        return self
 
 
 class TeacherConfig(TrainConfig):
@@ -152,10 +203,16 @@ class TeacherConfig(TrainConfig):
 
 
 class StudentConfig(TrainConfig):
+    # random: fresh weights (or model.pretrained_path); labeller: start from the same fold of the
+    # models that pseudo-labelled this round (the teachers in round 1)
+    init: Literal["random", "labeller"] = "random"
     pseudo_labels: PseudoLabelStreamConfig
 
 
 class PseudoLabelConfig(Section):
+    # Noisy-Student rounds: round r's students learn from labels made by round r-1's students
+    # (round 1: the teachers); export ships the last round. At most paths.MAX_ROUNDS.
+    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
     batch_size: int = Field(ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -179,6 +236,12 @@ class ExportConfig(Section):
     bench_seconds: float = Field(gt=0)
 
 
+class EvaluateConfig(Section):
+    """How the labelled soundscapes are scored: the bootstrap behind every standard error."""
+
+    bootstrap: int = Field(default=1000, ge=100)  # resamples of one-minute blocks of windows
+
+
 class PredictConfig(Section):
     threads: int = Field(default=0, ge=0)
     workers: int = Field(default=0, ge=0)
@@ -191,8 +254,23 @@ class TrackingConfig(Section):
     log_models: bool = True  # checkpoints and pseudo-label sets as MLflow artifacts
 
 
+class StudyConfig(Section):
+    """`birdclef study`: the pipeline over several seeds and arms (no stage depends on this).
+
+    Each arm is a set of `dvc exp run -S` overrides on top of params.yaml; the teachers are the same
+    in every arm of one seed (DVC restores them from its run cache instead of training them again).
+    """
+
+    seeds: int = Field(default=3, ge=1)
+    first_seed: int | None = None  # null: make_sample.seed (corpus seeds) or the training seeds
+    # corpus: make_sample.seed varies (the generated sample); training: teacher.seed and
+    # student.seed vary (any other corpus); auto: corpus when sources.root is the generated one
+    vary: Literal["auto", "corpus", "training"] = "auto"
+    training_seeds: int = Field(default=1, ge=1)  # per corpus seed: training noise in the interval
+    arms: dict[str, dict[str, Any]]
+
+
 class Params(Section):
-    seed: int
     make_sample: MakeSampleConfig
     sources: SourcesConfig
     audio: AudioConfig
@@ -204,8 +282,10 @@ class Params(Section):
     student: StudentConfig
     export: ExportConfig
     postprocess: PostprocessConfig
+    evaluate: EvaluateConfig
     predict: PredictConfig
     tracking: TrackingConfig
+    study: StudyConfig
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
@@ -243,3 +323,43 @@ def schema_json() -> str:
     import json
 
     return json.dumps(Params.model_json_schema(), indent=2)
+
+
+PROFILES = Path("profiles")
+BASE_PROFILE = "base"
+
+
+def merge(base: Any, overlay: Any) -> Any:
+    """`overlay` over `base`: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        return {**base, **{k: merge(base.get(k), v) for k, v in overlay.items()}}
+    return overlay
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def profile_params(name: str, folder: Path = PROFILES) -> dict[str, Any]:
+    """The params of profile `name`: profiles/base.yaml with profiles/<name>.yaml over it."""
+    overlay_path = folder / f"{name}.yaml"
+    if not overlay_path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != BASE_PROFILE)
+        raise ConfigError(f"{overlay_path}: no such profile (profiles: {', '.join(known)})")
+    merged = merge(_read_yaml(folder / f"{BASE_PROFILE}.yaml"), _read_yaml(overlay_path) or {})
+    try:
+        Params.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(overlay_path, exc)) from None
+    return merged
+
+
+def write_profile(name: str, out: Path = DEFAULT_PARAMS, folder: Path = PROFILES) -> None:
+    """Write profile `name` as the active params file."""
+    merged = profile_params(name, folder)
+    header = (f"# Profile \"{name}\": profiles/base.yaml with profiles/{name}.yaml over it, written by "
+              f"`make profile PROFILE={name}`.\n# Edit freely; `make profile` overwrites it.\n")
+    out.write_text(header + yaml.safe_dump(merged, sort_keys=False))

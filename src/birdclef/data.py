@@ -1,29 +1,35 @@
 """Datasets: labelled clip crops with time shift and additive mix (SPEC 4.3, 4.4), the minimum-count
-upsampling (SPEC 4.7), and the pseudo-label stream (SPEC 6.3).
+upsampling (SPEC 4.7), soundscape windows mixed under the clips (background augmentation and
+Noisy-Student pseudo-label mixing), and the pseudo-label stream of extra batch items (SPEC 6.3).
 
-Randomness is drawn from a generator seeded by (seed, epoch, item): an item's crop does not depend
-on worker count or on the order items are fetched, and a resumed run draws what the uninterrupted
-run drew.
+Randomness is drawn from generators seeded by (seed, epoch, item, purpose): an item's crop does not
+depend on worker count or on the order items are fetched, a resumed run draws what the uninterrupted
+run drew, and switching the soundscape mixing on or off leaves every other draw unchanged (the
+control arm sees the same crops as the student arm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from birdclef.audio import pad_centred
 from birdclef.store import AudioStore
+from birdclef.windows import pad_centred, window_bounds, window_count
+
+# Keys that keep the random streams of one item apart.
+PL_STREAM_KEY = 2**31 - 1  # which windows the extra-items stream takes
+BACKGROUND_KEY = 2**31 - 2  # background soundscape mixing
+PSEUDO_MIX_KEY = 2**31 - 3  # pseudo-label mixing
 
 
-PL_STREAM_KEY = 2**31 - 1  # keeps the window choice apart from the clip crops
-
-
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, index])
+def item_rng(seed: int, epoch: int, index: int, purpose: int | None = None) -> np.random.Generator:
+    key = [seed, epoch, index] if purpose is None else [seed, epoch, index, purpose]
+    return np.random.default_rng(key)
 
 
 def upsample(rows: pd.DataFrame, minimum: int, seed: int) -> pd.DataFrame:
@@ -90,8 +96,76 @@ class LabelledClips:
         return pad_centred(self.part(i, "first", 0, window), window)
 
 
+class SoundscapeWindows:
+    """Every window of the unlabelled soundscapes (the window rule), in (soundscape_id, window)
+    order: the pseudo-label table's row order for one fold."""
+
+    def __init__(self, store: AudioStore, window: int, sample_rate: int) -> None:
+        self.store, self.window = store, window
+        index = store.index.sort_values("soundscape_id", kind="stable").reset_index(drop=True)
+        counts = [window_count(int(n), window, sample_rate) for n in index["length"]]
+        self.soundscape = np.repeat(np.arange(len(index)), counts)
+        self.position = np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, int)
+        self.index = index
+        self.keys = pd.DataFrame({
+            "soundscape_id": index["soundscape_id"].to_numpy()[self.soundscape],
+            "window": self.position.astype(np.int32),
+        })
+
+    def __len__(self) -> int:
+        return len(self.soundscape)
+
+    def read(self, k: int) -> np.ndarray:
+        a = self.index.iloc[int(self.soundscape[k])]
+        start, stop = window_bounds(int(self.position[k]), self.window)
+        return pad_centred(self.store.read(a["shard"], a["offset"], a["length"], start, stop),
+                           self.window)
+
+
+@dataclass(frozen=True)
+class WindowMix:
+    """Soundscape windows added under clips: chance, weight range and (optionally) their targets.
+
+    `targets` is (windows, classes) for pseudo-label mixing, None for background augmentation;
+    `weights` makes some windows likelier than others (None: uniform).
+    """
+
+    windows: SoundscapeWindows
+    p: float
+    weight: tuple[float, float]
+    key: int
+    targets: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        cumulative = None if self.weights is None else np.cumsum(self.weights, dtype=np.float64)
+        object.__setattr__(self, "_cumulative", cumulative)
+
+    def pick(self, rng: np.random.Generator) -> int:
+        cumulative = self._cumulative  # type: ignore[attr-defined]
+        if cumulative is None or cumulative[-1] <= 0:
+            return int(rng.integers(0, len(self.windows)))
+        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+
+    def apply(
+        self, audio: np.ndarray, target: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Mix one window into `audio` with chance p; targets and mask are updated in place."""
+        if self.p <= 0 or rng.random() >= self.p:
+            return audio
+        k = self.pick(rng)
+        weight = np.float32(rng.uniform(*self.weight))
+        audio = audio + weight * self.windows.read(k)
+        if self.targets is not None:
+            np.maximum(target, self.targets[k], out=target)
+            np.maximum(mask, target, out=mask)  # SPEC 6.4: a soft target is never masked out
+        return audio
+
+
 class TrainDataset(Dataset):
-    """(audio, target, mask) training items with the dataset-level additive mix of SPEC 4.4."""
+    """(audio, target, mask) training items: the clip crop, the dataset-level additive mix of
+    SPEC 4.4, then the soundscape-window mixes (background, pseudo-label), each drawn from its own
+    random stream."""
 
     def __init__(
         self,
@@ -101,9 +175,11 @@ class TrainDataset(Dataset):
         seed: int,
         mix_p: float,
         mix_weight: tuple[float, float],
+        window_mixes: Sequence[WindowMix] = (),
     ) -> None:
         self.clips, self.window, self.span, self.seed = clips, window, span, seed
         self.mix_p, self.mix_weight = mix_p, mix_weight
+        self.window_mixes = list(window_mixes)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -127,6 +203,8 @@ class TrainDataset(Dataset):
             # the other clip's secondary labels are excluded from the loss too
             mask = np.minimum(mask, self.clips.masks[other])
             np.maximum(mask, target, out=mask)
+        for mix in self.window_mixes:
+            audio = mix.apply(audio, target, mask, item_rng(self.seed, self.epoch, i, mix.key))
         return audio.astype(np.float32), target, mask
 
 
@@ -142,45 +220,37 @@ class ValidDataset(Dataset):
 
 
 class PseudoLabelDataset(Dataset):
-    """SPEC 6.3: item i is soundscape i mod n, all (or a random subset of) its 5-s windows with
-    their soft targets (window, classes); the mask is all ones."""
+    """SPEC 6.3: item i is soundscape i mod n, all (or a random subset of) its windows with their
+    soft targets (window, classes); the mask is all ones (zeros when the targets are dropped)."""
 
     def __init__(
         self,
-        store: AudioStore,
-        soundscape_ids: Sequence[str],
-        targets: Sequence[np.ndarray],
-        window: int,
+        windows: SoundscapeWindows,
+        targets: np.ndarray,
         dup: int,
         windows_per_item: int | None,
         seed: int,
+        use_targets: bool = True,
     ) -> None:
-        index = store.index.set_index("soundscape_id")
-        self.store, self.window, self.dup = store, window, dup
-        self.addr = index.loc[list(soundscape_ids)].reset_index()
-        self.targets = list(targets)
-        self.windows_per_item, self.seed = windows_per_item, seed
-        for sid, target, length in zip(soundscape_ids, self.targets, self.addr["length"]):
-            if target.shape[0] * window > length + window:
-                raise ValueError(f"soundscape {sid}: {target.shape[0]} label rows, audio too short")
+        self.windows, self.targets, self.dup = windows, targets, dup
+        self.windows_per_item, self.seed, self.use_targets = windows_per_item, seed, use_targets
+        self.first = np.searchsorted(windows.soundscape, np.arange(len(windows.index)))
+        self.count = np.bincount(windows.soundscape, minlength=len(windows.index))
 
     def __len__(self) -> int:
-        return len(self.addr) * self.dup
+        return len(self.windows.index) * self.dup
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        j = i % len(self.addr)
-        a = self.addr.iloc[j]
-        target = self.targets[j]
-        rows = np.arange(target.shape[0])
+        j = i % len(self.windows.index)
+        rows = np.arange(self.count[j])
         if self.windows_per_item is not None and self.windows_per_item < rows.size:
-            rows = np.sort(item_rng(self.seed, PL_STREAM_KEY, i).choice(rows, self.windows_per_item, False))
-        windows = np.zeros((rows.size, self.window), dtype=np.float32)
-        for k, r in enumerate(rows):
-            start, stop = int(r) * self.window, (int(r) + 1) * self.window
-            piece = self.store.read(a["shard"], a["offset"], a["length"], start, stop)
-            left = (self.window - piece.size) // 2  # last partial window: centred, as in SPEC 5
-            windows[k, left : left + piece.size] = piece
-        return windows, target[rows].astype(np.float32), np.ones_like(target[rows], np.float32)
+            rng = item_rng(self.seed, PL_STREAM_KEY, i)
+            rows = np.sort(rng.choice(rows, self.windows_per_item, False))
+        keys = self.first[j] + rows
+        audio = np.stack([self.windows.read(int(k)) for k in keys])
+        target = self.targets[keys].astype(np.float32)
+        mask = np.full_like(target, 1.0 if self.use_targets else 0.0)
+        return audio, target, mask
 
 
 def _flatten_collate(items):

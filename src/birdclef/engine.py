@@ -1,16 +1,19 @@
 """One training engine for teachers and students (SPEC 4.3-4.10, 6.1-6.4).
 
-`train_fold` trains one fold: crops with time shift, dataset-level mix, loudness gain, batch-level
-mixup with max labels, the secondary-label masked BCE, AdamW + OneCycleLR, gradient clipping by value,
-AMP on CUDA, per-epoch validation with the competition metric, a resume state after every epoch,
-and the last epoch's weights as the checkpoint.
+`train_fold` trains one fold and reads top to bottom: set up the fold (data, model, optimiser),
+resume if a matching state exists, then per epoch `train_epoch` (crops, mixes, loudness gain,
+batch-level mixup with max labels, the secondary-label masked BCE, AdamW + OneCycleLR, gradient
+clipping by value, AMP on CUDA), `validate` (the competition metric) and a resume state; the last
+epoch's weights are the checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import platform
 import random
 import time
 from collections.abc import Sequence
@@ -26,14 +29,44 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from birdclef.config import FrontendConfig, ModelConfig, TrainConfig
-from birdclef.data import LabelledClips, PseudoLabelStream, TrainDataset, ValidDataset, upsample
-from birdclef.frontend import window_samples
+from birdclef.data import (
+    LabelledClips,
+    PseudoLabelStream,
+    TrainDataset,
+    ValidDataset,
+    WindowMix,
+    upsample,
+)
 from birdclef.io import atomic_path
 from birdclef.metrics import competition_score
-from birdclef.model import BirdModel, build_model, save_checkpoint, unwrap_model
+from birdclef.model import BirdModel, build_model, load_checkpoint, save_checkpoint, unwrap_model
 from birdclef.optim import build_optimizer_and_scheduler
 from birdclef.store import AudioStore
-from birdclef.tracking import StageRun
+from birdclef.windows import window_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything one fold's training reads."""
+
+    role: str
+    fold: int
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    frontend_cfg: FrontendConfig
+    table: pd.DataFrame
+    classes: Sequence[str]
+    clip_store: AudioStore
+    window_mixes: Sequence[WindowMix] = ()
+    pseudo_labels: PseudoLabelStream | None = None
+    init_checkpoint: Path | None = None  # start from these weights instead of fresh ones
+    extra: dict[str, Any] | None = None  # recorded in the checkpoint and the resume fingerprint
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed + self.fold
 
 
 @dataclass
@@ -46,6 +79,18 @@ class FoldResult:
     history: list[dict[str, float]] = field(default_factory=list)
     state_sha256: str = ""
     run_id: str = ""
+
+
+@dataclass
+class Trainer:
+    """The moving parts of one fold's training."""
+
+    model: BirdModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +109,24 @@ def seed_everything(seed: int) -> None:
 
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def numerical_environment(device: torch.device, cfg: TrainConfig) -> dict[str, str]:
+    """What makes checkpoints differ between machines: the same values give byte-identical
+    weights on one machine; another CPU kernel path, thread count or library version may not."""
+    env = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "threads": str(torch.get_num_threads()),
+        "device": str(device),
+        "dtype": "float16-autocast" if cfg.amp and device.type == "cuda" else "float32",
+        "channels_last": str(cfg.channels_last),
+    }
+    if device.type == "cuda":
+        env["cuda"] = str(torch.version.cuda)
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,7 +158,14 @@ def state_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(*parts: Any) -> str:
+def fingerprint(job: FoldJob) -> str:
+    """What a resume state must match to be continued."""
+    parts = (
+        job.role, job.fold, job.cfg.model_dump(), job.model_cfg.model_dump(),
+        job.frontend_cfg.model_dump(), list(job.classes),
+        job.table[["record_id", "fold"]].to_dict("list"), job.extra,
+        None if job.init_checkpoint is None else str(job.init_checkpoint),
+    )
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -107,175 +177,175 @@ def predict_clips(model: BirdModel, dataset: ValidDataset, batch: int, device) -
     return torch.sigmoid(torch.cat(out)).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def train_fold(
-    *,
-    role: str,
-    fold: int,
-    cfg: TrainConfig,
-    model_cfg: ModelConfig,
-    frontend_cfg: FrontendConfig,
-    table: pd.DataFrame,
-    classes: Sequence[str],
-    clip_store: AudioStore,
-    checkpoint_path: Path,
-    resume_path: Path,
-    run: StageRun,
-    pseudo_labels: PseudoLabelStream | None = None,
-    extra: dict[str, Any] | None = None,
-) -> FoldResult:
-    seed = cfg.seed + fold
-    seed_everything(seed)
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    amp = cfg.amp and device.type == "cuda"
-
-    train_rows = table if cfg.train_on_all_folds else table[table["fold"] != fold]
-    valid_rows = table[table["fold"] == fold]
-    train_rows = upsample(train_rows, cfg.resample_min, seed)
-    window = window_samples(frontend_cfg)
-    span = int(round((frontend_cfg.window_seconds + cfg.max_shift_seconds) * frontend_cfg.sample_rate))
+def fold_datasets(job: FoldJob) -> tuple[TrainDataset, ValidDataset, pd.DataFrame]:
+    """The fold's training set (upsampled, with its mixes) and validation set (SPEC 4.2-4.7)."""
+    cfg, frontend = job.cfg, job.frontend_cfg
+    train_rows = job.table if cfg.train_on_all_folds else job.table[job.table["fold"] != job.fold]
+    valid_rows = job.table[job.table["fold"] == job.fold]
+    train_rows = upsample(train_rows, cfg.resample_min, job.seed)
+    window = window_samples(frontend)
+    span = int(round((frontend.window_seconds + cfg.max_shift_seconds) * frontend.sample_rate))
     train_set = TrainDataset(
-        LabelledClips(train_rows, classes, clip_store),
-        window,
-        span,
-        seed,
-        cfg.mix_p,
-        (cfg.mix_weight_min, cfg.mix_weight_max),
+        LabelledClips(train_rows, job.classes, job.clip_store), window, span, job.seed,
+        cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max), job.window_mixes,
     )
-    valid_set = ValidDataset(LabelledClips(valid_rows, classes, clip_store), window)
-    batch_size = min(cfg.batch_size, len(train_set))
-    steps_per_epoch = len(train_set) // batch_size
+    valid_set = ValidDataset(LabelledClips(valid_rows, job.classes, job.clip_store), window)
+    return train_set, valid_set, valid_rows
 
-    model = build_model(model_cfg, frontend_cfg, len(classes)).to(device)
+
+def build_trainer(job: FoldJob, steps_per_epoch: int) -> Trainer:
+    cfg = job.cfg
+    device = resolve_device(cfg.device)
+    model = build_model(job.model_cfg, job.frontend_cfg, len(job.classes),
+                        drop_path_rate=cfg.drop_path_rate)
+    if job.init_checkpoint is not None:
+        source, meta = load_checkpoint(job.init_checkpoint)
+        if list(meta["classes"]) != list(job.classes):
+            raise ValueError(f"{job.init_checkpoint}: its classes differ from the training table's")
+        model.load_state_dict(source.state_dict())
+    model = model.to(device)
     if cfg.channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer_and_scheduler(model, cfg, steps_per_epoch)
+    amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
+    return Trainer(model, optimizer, scheduler, scaler, device, amp)
 
-    fingerprint = _fingerprint(
-        role,
-        fold,
-        cfg.model_dump(),
-        model_cfg.model_dump(),
-        frontend_cfg.model_dump(),
-        list(classes),
-        table[["record_id", "fold"]].to_dict("list"),
-        extra,
+
+def train_step(
+    trainer: Trainer, cfg: TrainConfig, batch: tuple[torch.Tensor, ...], augment: torch.Generator
+) -> tuple[float, int]:
+    """One optimisation step on a batch (SPEC 4.8 gain, 6.4 mixup, 4.6 loss); (loss, items)."""
+    audio, target, mask = batch
+    n = audio.shape[0]
+    # SPEC 4.8: per-clip gain 10^(-U * range/10); matters only through mixup (std norm)
+    gain = 10 ** (-torch.rand(n, generator=augment) * cfg.loudness_db_range / 10)
+    audio = audio * gain[:, None]
+    if cfg.mixup_p > 0 and torch.rand(1, generator=augment).item() < cfg.mixup_p:
+        perm = torch.randperm(n, generator=augment)
+        weight = float(10 ** (-torch.rand(1, generator=augment) * cfg.loudness_db_range / 10))
+        audio, target, mask = batch_mixup(audio, target, mask, weight, perm)
+    device = trainer.device
+    audio, target, mask = audio.to(device), target.to(device), mask.to(device)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=trainer.amp):
+        logits = trainer.model(audio)
+    loss = masked_bce(logits, target, mask)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    if cfg.grad_clip_value > 0:
+        trainer.scaler.unscale_(trainer.optimizer)
+        torch.nn.utils.clip_grad_value_(trainer.model.parameters(), cfg.grad_clip_value)
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    trainer.scheduler.step()
+    return float(loss.detach()), n
+
+
+def epoch_loader(train_set: TrainDataset, cfg: TrainConfig, seed: int, epoch: int) -> DataLoader:
+    train_set.set_epoch(epoch)
+    return DataLoader(
+        train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
+        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(seed * 1000 + epoch),
     )
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if resume_path.is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
-        if state.get("fingerprint") == fingerprint:
-            unwrap_model(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-            if pseudo_labels is not None:
-                pseudo_labels.load_state(state["pseudo_labels"])
-            history = state["history"]
-            start_epoch = state["epoch"] + 1
-            print(f"{role} fold {fold}: resuming after epoch {state['epoch'] + 1}/{cfg.epochs}")
 
-    valid_probs = np.zeros((len(valid_set), len(classes)), np.float32)
-    valid_targets = valid_set.clips.targets
+
+def train_epoch(
+    trainer: Trainer, job: FoldJob, train_set: TrainDataset, epoch: int, desc: str
+) -> tuple[float, int, float]:
+    """One pass over the fold's training set; (mean loss, items seen, seconds)."""
+    augment = torch.Generator().manual_seed(job.seed * 7919 + epoch)
+    trainer.model.train()
+    started, seen, loss_sum = time.perf_counter(), 0, 0.0
+    bar = tqdm(epoch_loader(train_set, job.cfg, job.seed, epoch), desc=desc, leave=False)
+    for audio, target, mask in bar:
+        if job.pseudo_labels is not None:  # SPEC 6.3: pseudo-labelled windows as extra items
+            pl_audio, pl_target, pl_mask = job.pseudo_labels.next()
+            audio, target = torch.cat([audio, pl_audio]), torch.cat([target, pl_target])
+            mask = torch.cat([mask, pl_mask])
+        loss, n = train_step(trainer, job.cfg, (audio, target, mask), augment)
+        seen += n
+        loss_sum += loss * n
+        rate = seen / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+    return loss_sum / max(seen, 1), seen, time.perf_counter() - started
+
+
+def validate(trainer: Trainer, valid_set: ValidDataset, cfg: TrainConfig) -> tuple[np.ndarray, float]:
+    probs = predict_clips(trainer.model, valid_set, cfg.valid_batch_size, trainer.device)
+    score = competition_score(valid_set.clips.targets, probs) if len(valid_set) else float("nan")
+    return probs, score
+
+
+def save_resume(path: Path, trainer: Trainer, job: FoldJob, epoch: int, history: list) -> None:
+    state = {
+        "fingerprint": fingerprint(job),
+        "epoch": epoch,
+        "model": unwrap_model(trainer.model).state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "pseudo_labels": job.pseudo_labels.state() if job.pseudo_labels is not None else None,
+        "history": history,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_resume(path: Path, trainer: Trainer, job: FoldJob) -> tuple[int, list[dict[str, float]]]:
+    """(first epoch to run, history so far); (0, []) when there is no matching state."""
+    if not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location=trainer.device, weights_only=False)
+    if state.get("fingerprint") != fingerprint(job):
+        return 0, []
+    unwrap_model(trainer.model).load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if job.pseudo_labels is not None:
+        job.pseudo_labels.load_state(state["pseudo_labels"])
+    log.info("%s fold %d: resuming after epoch %d/%d", job.role, job.fold, state["epoch"] + 1,
+             job.cfg.epochs)
+    return state["epoch"] + 1, state["history"]
+
+
+def train_fold(job: FoldJob, checkpoint_path: Path, resume_path: Path, run: Any) -> FoldResult:
+    """Train one fold, resuming from `resume_path` when it matches; write `checkpoint_path`."""
+    cfg = job.cfg
+    seed_everything(job.seed)
+    set_threads(cfg.threads)
+    train_set, valid_set, valid_rows = fold_datasets(job)
+    trainer = build_trainer(job, len(train_set) // min(cfg.batch_size, len(train_set)))
+    start_epoch, history = load_resume(resume_path, trainer, job)
+    valid_probs = np.zeros((len(valid_set), len(job.classes)), np.float32)
     for epoch in range(start_epoch, cfg.epochs):
-        train_set.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            generator=torch.Generator().manual_seed(seed * 1000 + epoch),
-            persistent_workers=False,
-        )
-        augment = torch.Generator().manual_seed(seed * 7919 + epoch)
-        model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"{role} fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for audio, target, mask in bar:
-            if pseudo_labels is not None:
-                pl_audio, pl_target, pl_mask = pseudo_labels.next()
-                audio = torch.cat([audio, pl_audio])
-                target = torch.cat([target, pl_target])
-                mask = torch.cat([mask, pl_mask])
-            n = audio.shape[0]
-            # SPEC 4.8: per-clip gain 10^(-U * range/10); matters only through mixup (std norm)
-            gain = 10 ** (-torch.rand(n, generator=augment) * cfg.loudness_db_range / 10)
-            audio = audio * gain[:, None]
-            if cfg.mixup_p > 0 and torch.rand(1, generator=augment).item() < cfg.mixup_p:
-                perm = torch.randperm(n, generator=augment)
-                weight = float(10 ** (-torch.rand(1, generator=augment) * cfg.loudness_db_range / 10))
-                audio, target, mask = batch_mixup(audio, target, mask, weight, perm)
-            audio, target, mask = audio.to(device), target.to(device), mask.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                logits = model(audio)
-            loss = masked_bce(logits, target, mask)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip_value > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            seen += n
-            loss_sum += float(loss) * n
-            bar.set_postfix(loss=f"{float(loss):.4f}", samples_s=f"{seen / (time.perf_counter() - started):.1f}")
-        train_seconds = time.perf_counter() - started
-        valid_probs = predict_clips(model, valid_set, cfg.valid_batch_size, device)
-        score = competition_score(valid_targets, valid_probs) if len(valid_set) else float("nan")
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "valid_auc": score,
-            "lr": scheduler.get_last_lr()[0],
-            "samples_per_s": seen / max(train_seconds, 1e-9),
-        }
+        desc = f"{job.role} fold {job.fold} epoch {epoch + 1}/{cfg.epochs}"
+        loss, seen, seconds = train_epoch(trainer, job, train_set, epoch, desc)
+        valid_probs, score = validate(trainer, valid_set, cfg)
+        row = {"epoch": epoch + 1, "train_loss": loss, "valid_auc": score,
+               "lr": trainer.scheduler.get_last_lr()[0], "samples_per_s": seen / max(seconds, 1e-9)}
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        print(
-            f"{role} fold {fold} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
-            f"valid AUC {score:.4f} ({row['samples_per_s']:.1f} samples/s)"
-        )
-        state = {
-            "fingerprint": fingerprint,
-            "epoch": epoch,
-            "model": unwrap_model(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "pseudo_labels": pseudo_labels.state() if pseudo_labels is not None else None,
-            "history": history,
-        }
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
-
+        log.info("%s: loss %.4f valid AUC %.4f (%.1f samples/s)", desc, loss, score,
+                 row["samples_per_s"])
+        save_resume(resume_path, trainer, job, epoch, history)
     if start_epoch >= cfg.epochs:  # resumed after the last epoch: only the validation is missing
-        valid_probs = predict_clips(model, valid_set, cfg.valid_batch_size, device)
-    final_score = competition_score(valid_targets, valid_probs) if len(valid_set) else float("nan")
-    sha = state_sha256(model)
+        valid_probs, _ = validate(trainer, valid_set, cfg)
+    final_score = competition_score(valid_set.clips.targets, valid_probs) if len(valid_set) else float("nan")
+    sha = state_sha256(trainer.model)
     save_checkpoint(
-        checkpoint_path,
-        model,
-        model_cfg=model_cfg,
-        frontend_cfg=frontend_cfg,
-        classes=classes,
-        extra={"role": role, "fold": fold, "seed": seed, "run_id": run.run_id, "state_sha256": sha,
-               **(extra or {})},
+        checkpoint_path, trainer.model, model_cfg=job.model_cfg, frontend_cfg=job.frontend_cfg,
+        classes=job.classes,
+        extra={"role": job.role, "fold": job.fold, "seed": job.seed, "state_sha256": sha,
+               **(job.extra or {})},
     )
-    return FoldResult(
-        fold=fold,
-        seed=seed,
-        valid_index=valid_rows.index.to_numpy(),
-        valid_probs=valid_probs,
-        valid_score=final_score,
-        history=history,
-        state_sha256=sha,
-        run_id=run.run_id,
-    )
+    return FoldResult(fold=job.fold, seed=job.seed, valid_index=valid_rows.index.to_numpy(),
+                      valid_probs=valid_probs, valid_score=final_score, history=history,
+                      state_sha256=sha, run_id=run.run_id)

@@ -14,26 +14,6 @@ from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
 from birdclef.config import FrontendConfig
 
 
-def window_samples(cfg: FrontendConfig) -> int:
-    """Samples in one model window (160,000 for 5 s at 32 kHz)."""
-    return int(round(cfg.window_seconds * cfg.sample_rate))
-
-
-def spec_hop_length(n_samples: int, win_length: int, n_fft: int, width: int) -> int:
-    """The original's hop formula (SPEC 4.5): int((T - win_length + n_fft) / width) + 1."""
-    return int((n_samples - win_length + n_fft) / width) + 1
-
-
-def n_frames(cfg: FrontendConfig) -> int:
-    """Time frames of one window: with center=True the STFT gives 1 + T // hop frames."""
-    return 1 + window_samples(cfg) // cfg.hop_length
-
-
-def image_shape(cfg: FrontendConfig) -> tuple[int, int, int]:
-    """(channels, mel rows, time frames) of the image fed to the backbone."""
-    return (3, cfg.n_mels, n_frames(cfg))
-
-
 class MelFrontend(nn.Module):
     """Audio windows (B, T) -> (B, 3, n_mels, frames) float32 images. No parameters, only buffers."""
 
@@ -63,10 +43,6 @@ class MelFrontend(nn.Module):
         self.to_db = AmplitudeToDB(stype="power", top_db=None)
         # Row 0 (lowest mel band) = 0, last row = 1. Derived from cfg, so not saved in state_dict.
         self.register_buffer("ramp", torch.linspace(0.0, 1.0, cfg.n_mels), persistent=False)
-
-    @classmethod
-    def from_config(cls, cfg: FrontendConfig) -> MelFrontend:
-        return cls(cfg)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.ndim != 2:

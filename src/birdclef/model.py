@@ -50,23 +50,39 @@ def build_model(
     n_classes: int,
     *,
     pretrained: bool | None = None,
+    drop_path_rate: float = 0.0,
 ) -> BirdModel:
-    """Front end + backbone. `pretrained=False` overrides the config (used when a checkpoint follows)."""
+    """Front end + backbone. `pretrained=False` overrides the config (used when a checkpoint follows).
+    `drop_path_rate` (stochastic depth) only acts in training, so checkpoints do not record it."""
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     if pretrained is None:
         pretrained = model_cfg.pretrained or model_cfg.pretrained_path is not None
-    backbone = create_backbone(model_cfg, n_classes, pretrained=pretrained)
+    backbone = create_backbone(model_cfg, n_classes, pretrained=pretrained,
+                               drop_path_rate=drop_path_rate)
     return BirdModel(MelFrontend(frontend_cfg), backbone, n_classes)
 
 
-def create_backbone(model_cfg: ModelConfig, n_classes: int, *, pretrained: bool) -> nn.Module:
+def create_backbone(
+    model_cfg: ModelConfig, n_classes: int, *, pretrained: bool, drop_path_rate: float = 0.0
+) -> nn.Module:
     """timm backbone; ImageNet weights from `pretrained_path` if set, else from timm's cache."""
 
+    # passed only when asked for: some backbones (efficientvit_b0 among them) have no stochastic depth
+    noise = {"drop_path_rate": drop_path_rate} if drop_path_rate > 0 else {}
+
     def create(timm_pretrained: bool) -> nn.Module:
-        return timm.create_model(
-            model_cfg.backbone, pretrained=timm_pretrained, drop_rate=model_cfg.drop_rate, num_classes=n_classes
-        )
+        try:
+            return timm.create_model(
+                model_cfg.backbone, pretrained=timm_pretrained, drop_rate=model_cfg.drop_rate,
+                num_classes=n_classes, **noise,
+            )
+        except TypeError as exc:
+            if noise and "drop_path_rate" in str(exc):
+                raise ValueError(
+                    f"backbone '{model_cfg.backbone}' has no stochastic depth: set drop_path_rate: 0"
+                ) from None
+            raise
 
     if not pretrained:
         return create(False)

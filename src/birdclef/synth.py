@@ -37,6 +37,7 @@ from scipy import signal
 from tqdm import tqdm
 
 from birdclef.config import MakeSampleConfig
+from birdclef.windows import row_ids, window_count
 
 SR = 32000
 WINDOW_SECONDS = 5.0
@@ -828,14 +829,12 @@ class _Planner:
 
     # -- soundscapes -----------------------------------------------------------------------------
 
-    def soundscape_specs(self, n: int) -> list[tuple[int, SoundscapeSpec]]:
+    def soundscape_specs(self, n: int, seconds: float) -> list[tuple[int, SoundscapeSpec]]:
         voices = tuple((s.code, s.voice) for s in self.species)
         distant = tuple(s.voice for s in self.others)
         out = []
         for _ in range(n):
-            spec = SoundscapeSpec(
-                self.new_seed(), float(self.cfg.soundscape_seconds), voices, distant
-            )
+            spec = SoundscapeSpec(self.new_seed(), float(seconds), voices, distant)
             out.append((self.new_id(), spec))
         return out
 
@@ -989,7 +988,9 @@ def _audio_paths(r: Record) -> tuple[str, ...]:
 def _window_labels(
     events: list[tuple[str, float, float]], seconds: float, codes: list[str], stem: int
 ) -> pd.DataFrame:
-    n_windows = math.ceil(seconds / WINDOW_SECONDS - 1e-9)
+    """One row per window of a labelled soundscape (the window rule of birdclef.windows): a
+    species is present where one of its songs overlaps the window by LABEL_MIN_OVERLAP seconds."""
+    n_windows = window_count(int(round(seconds * SR)), int(round(WINDOW_SECONDS * SR)), SR)
     labels = np.zeros((n_windows, len(codes)), dtype=int)
     column = {c: i for i, c in enumerate(codes)}
     for code, start, end in events:
@@ -997,10 +998,8 @@ def _window_labels(
             lo, hi = w * WINDOW_SECONDS, min((w + 1) * WINDOW_SECONDS, seconds)
             if min(end, hi) - max(start, lo) >= LABEL_MIN_OVERLAP:
                 labels[w, column[code]] = 1
-    row_ids = [f"{stem}_{int(round((w + 1) * WINDOW_SECONDS))}" for w in range(n_windows)]
-    return pd.concat(
-        [pd.DataFrame({"row_id": row_ids}), pd.DataFrame(labels, columns=codes)], axis=1
-    )
+    ids = row_ids(str(stem), n_windows, WINDOW_SECONDS)
+    return pd.concat([pd.DataFrame({"row_id": ids}), pd.DataFrame(labels, columns=codes)], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1033,8 +1032,10 @@ def make_sample_corpus(
                     _audio_paths(r), r.audio, r.fmt, r.sample_rate, r.channels, r.trim, r.gain_db
                 )
             )
-    unlabeled = plan.soundscape_specs(cfg.n_soundscapes)
-    labelled = plan.soundscape_specs(cfg.n_eval_soundscapes)
+    unlabeled = plan.soundscape_specs(cfg.n_soundscapes, cfg.soundscape_seconds)
+    labelled = plan.soundscape_specs(
+        cfg.n_eval_soundscapes, cfg.eval_soundscape_seconds or cfg.soundscape_seconds
+    )
     first_eval = len(jobs) + len(unlabeled)
     for sid, spec in unlabeled:
         jobs.append(AudioJob((f"{BC24_DIR}/unlabeled_soundscapes/{sid}.ogg",), spec))

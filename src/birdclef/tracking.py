@@ -70,6 +70,10 @@ def _git(*args: str) -> str:
     return out.stdout.strip()
 
 
+def git_commit() -> str:
+    return _git("rev-parse", "HEAD")
+
+
 def pipeline_id() -> str:
     """One id for every stage of one pipeline run.
 
@@ -126,6 +130,11 @@ def run_file(stage: str) -> Path:
     return RUNS_DIR / f"{stage}.json"
 
 
+def write_inactive_run_file(stage: str) -> None:
+    """The run file of a stage that had nothing to do (a round beyond pseudo_label.rounds)."""
+    write_json(run_file(stage), {"run_id": "", "active": False})
+
+
 def read_run_file(stage: str) -> dict[str, Any] | None:
     path = run_file(stage)
     return json.loads(path.read_text()) if path.is_file() else None
@@ -150,6 +159,10 @@ class StageRun:
         items = list(flat.items())
         for start in range(0, len(items), 100):
             self._mlflow.log_params(dict(items[start : start + 100]), run_id=self.run_id)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.tags.update(tags)
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path, run_id=self.run_id)
@@ -197,6 +210,17 @@ def stage_run(
         yield handle
     record = {"run_id": handle.run_id, "experiment_id": experiment_id, "pipeline_id": pid}
     write_json(run_file(stage), record)
+
+
+@contextlib.contextmanager
+def parent_run(name: str, experiment: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
+    """A run that is not a stage's (a study): children are added with `child`."""
+    mlflow = _mlflow()
+    experiment_id = _experiment_id(mlflow, experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+        handle = StageRun(mlflow, run, {"birdclef.kind": "study", "git.commit": git_commit()})
+        handle.log_params(params)
+        yield handle
 
 
 def register_ensemble(

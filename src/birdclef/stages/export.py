@@ -1,4 +1,5 @@
-"""export: student folds -> ONNX, parity against PyTorch, throughput, MLflow model version.
+"""export: the last round's student folds -> ONNX, parity against PyTorch, throughput, MLflow model
+version.
 
 Only the backbone is exported (input `images` (B, 3, 224, 224), output `logits`, dynamic batch): the
 mel is computed once per window outside the graphs and shared by every fold (inference.py).
@@ -11,6 +12,7 @@ Outputs: models/onnx/{fold{k}.onnx, manifest.json}, metrics/export.json.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -20,9 +22,8 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from birdclef import tracking
+from birdclef import paths, tracking
 from birdclef.config import Params
-from birdclef.frontend import window_samples
 from birdclef.inference import (
     MANIFEST,
     OnnxEnsemble,
@@ -34,11 +35,9 @@ from birdclef.inference import (
 from birdclef.io import atomic_path, sha256_file, write_json
 from birdclef.metrics import competition_score
 from birdclef.model import load_checkpoint
+from birdclef.windows import window_samples
 
-ONNX_DIR = Path("models/onnx")
-STUDENTS = Path("models/student")
-METRICS = Path("metrics/export.json")
-PL_METRICS = Path("metrics/pseudo_label.json")
+log = logging.getLogger(__name__)
 REGISTERED_NAME = "birdclef-student-ensemble"
 MIN_PARITY_WINDOWS = 48
 
@@ -47,7 +46,7 @@ def export_fold(checkpoint: Path, out_file: Path, opset: int) -> dict[str, Any]:
     """Write one fold's backbone as a self-contained ONNX file; return the checkpoint's meta."""
     model, meta = load_checkpoint(checkpoint)
     cfg = meta["frontend_cfg"]
-    images = model.frontend(torch.zeros(2, int(round(cfg["window_seconds"] * cfg["sample_rate"]))))
+    images = model.frontend(torch.zeros(2, window_samples(model.frontend.cfg)))
     with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (module docstring); its notices are noise here.
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
@@ -95,10 +94,10 @@ def auc_difference(eager_logits: np.ndarray, onnx_logits: np.ndarray) -> float:
     return abs(competition_score(targets, eager) - competition_score(targets, onnx))
 
 
-def parity_and_speed(onnx_dir: Path, params: Params) -> dict[str, Any]:
+def parity_and_speed(students: Path, onnx_dir: Path, params: Params) -> dict[str, Any]:
     """ONNX vs eager on the same fixed windows: largest logit difference, AUC difference, windows/s."""
     torch.set_num_threads(os.cpu_count() or 1)
-    eager, onnx = TorchEnsemble(STUDENTS), OnnxEnsemble(onnx_dir)
+    eager, onnx = TorchEnsemble(students), OnnxEnsemble(onnx_dir)
     cfg = eager.frontend_cfg
     n_windows = max(MIN_PARITY_WINDOWS, int(params.export.bench_seconds / cfg.window_seconds))
     windows = fixed_windows(n_windows, window_samples(cfg), sample_rate=cfg.sample_rate)
@@ -125,42 +124,37 @@ def check_parity(metrics: dict[str, Any], params: Params) -> None:
         )
 
 
-def pseudo_label_hash(checkpoint: Path) -> str:
-    """The pseudo-label set the students were trained on: from the checkpoint, else the PL stage."""
-    recorded = load_checkpoint(checkpoint)[1]["extra"].get("pseudo_labels_sha256", "")
-    if recorded:
-        return str(recorded)
-    if PL_METRICS.is_file():
-        return str(json.loads(PL_METRICS.read_text()).get("sha256", ""))
-    return ""
-
-
 def main(params: Params) -> None:
-    checkpoints = checkpoint_paths(STUDENTS)
+    rounds = paths.trained_rounds()
+    if not rounds:
+        raise FileNotFoundError("no trained students to export (run train_student)")
+    students = paths.students(rounds[-1])
+    checkpoints = checkpoint_paths(students)
     with tracking.stage_run(
         "export", {"export": params.export.model_dump(), "predict": params.predict.model_dump()},
-        params.tracking.experiment, inputs=[str(STUDENTS)], upstream=["train_student"],
+        params.tracking.experiment, inputs=[str(students)],
+        upstream=[f"train_student_round{rounds[-1]}"],
     ) as run:
         # Checked before the rename: a failing export leaves the previous models/onnx in place.
-        with atomic_path(ONNX_DIR) as tmp:
+        with atomic_path(paths.ONNX) as tmp:
             tmp.mkdir()
             manifest = export_folder(checkpoints, tmp, params.export.opset)
-            metrics = parity_and_speed(tmp, params)
+            metrics = parity_and_speed(students, tmp, params)
             check_parity(metrics, params)
         metrics.update({
-            "n_models": len(manifest["files"]), "opset": params.export.opset,
-            "onnx_mb": sum((ONNX_DIR / f).stat().st_size for f in manifest["files"]) / 2**20,
+            "n_models": len(manifest["files"]), "opset": params.export.opset, "round": rounds[-1],
+            "onnx_mb": sum((paths.ONNX / f).stat().st_size for f in manifest["files"]) / 2**20,
         })
         run.log_metrics(metrics)
         run.log_dict(manifest, "onnx/manifest.json")
         version = ""
         if params.tracking.log_models:
-            pl_hash = pseudo_label_hash(checkpoints[0])
-            tags = {"pseudo_labels.sha256": pl_hash} if pl_hash else {}
-            version = tracking.register_ensemble(run, ONNX_DIR, REGISTERED_NAME, tags)
+            pl_hash = str(load_checkpoint(checkpoints[0])[1]["extra"].get("pseudo_labels_sha256", ""))
+            tags = {"pseudo_labels.sha256": pl_hash, "round": str(rounds[-1])}
+            version = tracking.register_ensemble(run, paths.ONNX, REGISTERED_NAME, tags)
             metrics["registered_version"] = int(version)
-        write_json(METRICS, metrics)
-    print(f"export: {metrics['n_models']} models, parity {metrics['parity_max_abs_diff']:.1e}, "
-          f"ONNX {metrics['onnx_windows_per_s']:.1f} vs eager {metrics['torch_windows_per_s']:.1f} "
-          f"windows/s ({metrics['speedup']:.1f}x)"
-          + (f", {REGISTERED_NAME} version {version}" if version else ""))
+        write_json(paths.metrics("export"), metrics)
+    log.info("export: round %d, %d models, parity %.1e, ONNX %.1f vs eager %.1f windows/s (%.1fx)%s",
+             rounds[-1], metrics["n_models"], metrics["parity_max_abs_diff"],
+             metrics["onnx_windows_per_s"], metrics["torch_windows_per_s"], metrics["speedup"],
+             f", {REGISTERED_NAME} version {version}" if version else "")

@@ -1,89 +1,105 @@
-"""train_student: students on labelled clips plus pseudo-labelled soundscape windows (SPEC 6)."""
+"""train_student (one stage per round): students on labelled clips plus pseudo-labelled soundscape
+windows (SPEC 6), as extra batch items (SPEC 6.3) or mixed into the clips (Noisy Student).
+
+Round r reads data/pseudo_labels/round{r}.parquet and writes models/student/round{r}/. When that
+table is empty (a round beyond `pseudo_label.rounds`), the folder holds only `inactive.json`.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import logging
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
+from birdclef import paths, tracking
 from birdclef.config import Params, PseudoLabelStreamConfig
-from birdclef.data import PseudoLabelDataset, PseudoLabelStream
-from birdclef.frontend import window_samples
-from birdclef.stages.preprocess import SOUNDSCAPES
-from birdclef.stages.pseudo_label import METRICS as PL_METRICS
-from birdclef.stages.pseudo_label import OUT as PL_TABLE
-from birdclef.stages.sample import CLASSES
-from birdclef.stages.train import run_training
-from birdclef.store import AudioStore
+from birdclef.data import (
+    PSEUDO_MIX_KEY,
+    PseudoLabelDataset,
+    PseudoLabelStream,
+    SoundscapeWindows,
+    WindowMix,
+)
+from birdclef.engine import FoldJob
+from birdclef.io import atomic_path, sha256_file, write_csv, write_json
+from birdclef.pseudo_labels import confidence_weights, student_targets
+from birdclef.training import run_training, soundscape_windows
 
-EPS = 1e-7
+log = logging.getLogger(__name__)
 
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+INACTIVE = "inactive.json"
 
 
-def blend_max_pl(fold_probs: np.ndarray) -> np.ndarray:
-    """SPEC 6.2 for one soundscape: (folds, windows, classes) -> blended, same shape.
-
-    P'_k = sigmoid((L_k + M + mean(L_k) - mean(M)) / 2), L_k = logit(P_k), M = max_k L_k, means over
-    all windows x classes of the soundscape.
-    """
-    logits = _logit(fold_probs.astype(np.float64))
-    best = logits.max(axis=0)
-    shift = logits.mean(axis=(1, 2), keepdims=True) - best.mean()
-    return _sigmoid((logits + best + shift) / 2).astype(np.float32)
+def name(round_: int) -> str:
+    return f"student_round{round_}"
 
 
-def student_targets(
-    table: pd.DataFrame, classes: list[str], cfg: PseudoLabelStreamConfig
-) -> tuple[list[str], dict[int, list[np.ndarray]]]:
-    """Per teacher fold, the (windows, classes) soft targets of every soundscape, in id order."""
-    folds = sorted(int(f) for f in table["fold"].unique())
-    ids = sorted(table["soundscape_id"].unique())
-    per_fold: dict[int, list[np.ndarray]] = {f: [] for f in folds}
-    for sid, group in table.groupby("soundscape_id", sort=True):
-        stack = np.stack([g.sort_values("window")[classes].to_numpy() for _, g in group.groupby("fold")])
-        if cfg.max_pl:
-            stack = blend_max_pl(stack)
-        if cfg.fold_source == "mean":
-            stack = np.broadcast_to(stack.mean(axis=0), stack.shape)
-        for f, probs in zip(folds, stack):
-            per_fold[f].append(np.ascontiguousarray(probs, dtype=np.float32))
-    return ids, per_fold
-
-
-def main(params: Params) -> None:
-    cfg = params.student
-    pl_cfg = cfg.pseudo_labels
-    factory = lambda fold: None  # noqa: E731
-    if pl_cfg.enabled:
-        classes = json.loads(Path(CLASSES).read_text())
-        ids, per_fold = student_targets(pd.read_parquet(PL_TABLE), classes, pl_cfg)
-        store = AudioStore(SOUNDSCAPES)
-        window = window_samples(params.frontend)
-
-        def factory(fold: int) -> PseudoLabelStream:
-            if fold not in per_fold:
-                raise ValueError(
-                    f"student fold {fold} needs teacher fold {fold}'s pseudo labels; the set has "
-                    f"folds {sorted(per_fold)} (set pseudo_labels.fold_source: mean, or train it)"
-                )
-            dataset = PseudoLabelDataset(
-                store, ids, per_fold[fold], window, pl_cfg.dup, pl_cfg.windows_per_soundscape,
-                cfg.seed + fold,
+def pseudo_label_setup(
+    cfg: PseudoLabelStreamConfig, windows: SoundscapeWindows, targets: dict[int, object],
+    seed: int,
+):
+    """The per-fold change to a job: the pseudo-label mix or stream of `cfg`."""
+    def setup(job: FoldJob) -> FoldJob:
+        if job.fold not in targets:
+            raise ValueError(
+                f"student fold {job.fold} needs the labeller's fold {job.fold}; the pseudo-labels "
+                f"have folds {sorted(targets)} (set student.pseudo_labels.fold_source: mean)"
             )
-            return PseudoLabelStream(
-                dataset, pl_cfg.soundscapes_per_batch, pl_cfg.shuffle, cfg.seed + fold, pl_cfg.restart
-            )
+        fold_targets = targets[job.fold]
+        use_targets = cfg.targets == "pseudo"
+        if cfg.mode == "mix":
+            weights = confidence_weights(fold_targets) if cfg.sampling == "confidence" else None
+            mix = WindowMix(windows, cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max),
+                            PSEUDO_MIX_KEY, fold_targets if use_targets else None, weights)
+            return replace(job, window_mixes=[*job.window_mixes, mix])
+        dataset = PseudoLabelDataset(windows, fold_targets, cfg.dup, cfg.windows_per_soundscape,
+                                     seed + job.fold, use_targets)
+        stream = PseudoLabelStream(dataset, cfg.soundscapes_per_batch, cfg.shuffle,
+                                   seed + job.fold, cfg.restart)
+        return replace(job, pseudo_labels=stream)
 
-    pl_hash = json.loads(PL_METRICS.read_text())["sha256"] if PL_METRICS.is_file() else ""
-    run_training("student", cfg, params, upstream=["sample", "pseudo_label"], streams=factory,
-                 extra={"pseudo_labels_sha256": pl_hash})
+    return setup
+
+
+def write_inactive(round_: int) -> None:
+    """The outputs of a round beyond pseudo_label.rounds: no models, empty reports."""
+    with atomic_path(paths.students(round_)) as tmp:
+        tmp.mkdir()
+        write_json(tmp / INACTIVE, {"round": round_, "active": False})
+    write_json(paths.metrics(name(round_)), {"round": round_, "active": False})
+    write_csv(paths.report(f"{name(round_)}_curves.csv"),
+              pd.DataFrame(columns=["fold", "epoch", "train_loss", "valid_auc", "lr", "samples_per_s"]))
+    write_csv(paths.report(f"{name(round_)}_per_class_auc.csv"), pd.DataFrame(columns=["species", "auc"]))
+    tracking.write_inactive_run_file(f"train_student_round{round_}")
+    log.info("train_student round %d: inactive (its pseudo-label table is empty)", round_)
+
+
+def main(params: Params, round_: int = 1) -> None:
+    cfg, pl_cfg = params.student, params.student.pseudo_labels
+    table = pd.read_parquet(paths.pseudo_labels(round_))
+    out = paths.students(round_)
+    if table.empty:
+        write_inactive(round_)
+        return
+    classes = json.loads(paths.CLASSES.read_text())
+    windows = soundscape_windows(params)
+    targets = student_targets(table, classes, windows.keys, pl_cfg)
+    pl_setup = pseudo_label_setup(pl_cfg, windows, targets, cfg.seed)
+    labeller = paths.labeller(round_)
+
+    def setup(job: FoldJob) -> FoldJob:
+        if cfg.init == "labeller":
+            job = replace(job, init_checkpoint=labeller / f"fold{job.fold}.pt")
+        return pl_setup(job) if pl_cfg.enabled else job
+
+    pl_hash = sha256_file(paths.pseudo_labels(round_))
+    run_training(
+        name(round_), cfg, params, out, stage=f"train_student_round{round_}",
+        inputs=[str(paths.TRAIN), str(paths.CLIPS), str(paths.SOUNDSCAPES),
+                str(paths.pseudo_labels(round_))],
+        upstream=["sample", f"pseudo_label_round{round_}"], setup=setup,
+        extra={"round": round_, "pseudo_labels_sha256": pl_hash},
+        logged={"round": round_},
+    )

@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from birdclef.audio import AUDIO_SUFFIXES, AudioDecodeError, decode_windows
 from birdclef.config import FrontendConfig, Params, load_params
-from birdclef.frontend import window_samples
 from birdclef.inference import Ensemble, OnnxEnsemble
 from birdclef.io import atomic_path, write_csv
 from birdclef.postprocess import postprocess
+from birdclef.windows import row_ids, window_samples
 
 Decoded = tuple[Path, np.ndarray | None, str]  # (path, (windows, samples) or None, error)
 
@@ -61,11 +61,6 @@ def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterato
             yield result
 
 
-def row_ids_for(path: Path, n_windows: int, window_seconds: float) -> list[str]:
-    """`<stem>_<end second>` for each window: 5, 10, ... (SPEC 12)."""
-    return [f"{path.stem}_{int(round((i + 1) * window_seconds))}" for i in range(n_windows)]
-
-
 def predict_files(
     paths: Sequence[Path],
     ensemble: Ensemble,
@@ -83,7 +78,7 @@ def predict_files(
     cfg = ensemble.frontend_cfg
     workers = params.predict.workers if workers is None else workers
     on_error = on_error or params.predict.on_error
-    row_ids: list[str] = []
+    ids: list[str] = []
     probs: list[np.ndarray] = []
     logits: list[np.ndarray] = []
     skipped: list[str] = []
@@ -104,9 +99,9 @@ def predict_files(
             file_logits = ensemble.logits(windows, params.predict.batch_windows)
             logits.append(file_logits)
             probs.append(postprocess(file_logits, params.postprocess, smoothing))
-            row_ids += row_ids_for(path, len(windows), cfg.window_seconds)
+            ids += row_ids(path.stem, len(windows), cfg.window_seconds)
     empty = np.zeros((0, len(ensemble.classes)), np.float32)
-    return Prediction(row_ids, np.concatenate(probs) if probs else empty, logits, skipped)
+    return Prediction(ids, np.concatenate(probs) if probs else empty, logits, skipped)
 
 
 def list_audio(folder: Path) -> list[Path]:

@@ -1,0 +1,58 @@
+"""evaluate_teacher: the teacher ensemble on the labelled soundscapes, through predict's own path
+(decode, windows, mel once, every fold, post-processing) with the PyTorch engine.
+
+A stage of its own so that every student arm of one corpus reuses it (DVC's run cache).
+Outputs: data/evaluation/teacher.parquet (per-fold logits of every window), data/evaluation/truth.parquet
+(the labels of the same windows), metrics/evaluate_teacher.json.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from birdclef import paths, tracking
+from birdclef.config import Params
+from birdclef.engine import resolve_device, set_threads
+from birdclef.evaluation import (
+    RESAMPLE_SEED,
+    align,
+    block_resamples,
+    eval_folder,
+    positives_per_class,
+    read_labelled_soundscapes,
+    score_model_set,
+    score_ensemble,
+)
+from birdclef.inference import TorchEnsemble
+from birdclef.io import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def main(params: Params) -> None:
+    set_threads(0)
+    with tracking.stage_run(
+        "evaluate_teacher", {"postprocess": params.postprocess.model_dump()},
+        params.tracking.experiment, inputs=[str(paths.TEACHER)], upstream=["train_teacher"],
+    ) as run:
+        ensemble = TorchEnsemble(paths.TEACHER, resolve_device(params.pseudo_label.device))
+        scores = score_ensemble(ensemble, params, "teacher")
+        _, solution = read_labelled_soundscapes(eval_folder(params))
+        truth = align(solution, scores.row_ids, scores.classes)
+        truth_table = pd.DataFrame(truth.astype(np.int8), columns=scores.classes)
+        truth_table.insert(0, "block", scores.blocks)
+        truth_table.insert(0, "row_id", scores.row_ids)
+        write_parquet(paths.scores("truth"), truth_table)
+        resamples = block_resamples(scores.blocks, params.evaluate.bootstrap, RESAMPLE_SEED)
+        result, _ = score_model_set(scores, truth, params.postprocess, resamples)
+        metrics = {"teacher": result, "windows": len(scores.row_ids),
+                   "soundscapes": int(len(set(scores.soundscapes))),
+                   "positives_per_class": positives_per_class(truth, scores.classes)}
+        write_json(paths.metrics("evaluate_teacher"), metrics)
+        run.log_metrics({f"teacher.{k}": v for k, v in result.items()})
+    log.info("evaluate_teacher: ensemble %.4f smoothed (SE %.4f), folds %.4f +- %.4f",
+             result["ensemble_smoothed"], result["ensemble_smoothed_se"], result["fold_mean"],
+             result["fold_std"])
