@@ -1,4 +1,5 @@
-"""Decoding real files: partial reads equal whole-file decoding; windows; padding; bad files."""
+"""Decoding real files: partial reads equal whole-file decoding; windows, padding and row ids;
+bad files."""
 
 from __future__ import annotations
 
@@ -8,14 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdclef.audio import (
-    AudioDecodeError,
-    decode,
-    decode_edges,
-    frame_windows,
-    n_windows,
-    pad_centred,
-)
+from birdclef.audio import AudioDecodeError, decode, decode_edges
+from birdclef.windows import frame_windows, pad_centred, row_ids, window_count
 from birdclef.store import AudioStore, ShardWriter
 from tests.conftest import tone, write_audio
 
@@ -66,7 +61,7 @@ def test_empty_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
     ("seconds", "expected"), [(240.0, 48), (239.9, 48), (240.2, 48), (37.0, 8), (3.0, 1), (0.2, 1)]
 )
 def test_window_count_rule(seconds: float, expected: int) -> None:
-    assert n_windows(int(seconds * SR), 5 * SR, SR) == expected
+    assert window_count(int(seconds * SR), 5 * SR, SR) == expected
 
 
 def test_frame_windows_pads_last_partial_window_centred() -> None:
@@ -82,6 +77,11 @@ def test_frame_windows_pads_last_partial_window_centred() -> None:
 def test_pad_centred() -> None:
     out = pad_centred(np.ones(3, dtype=np.float32), 8)
     assert out.tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
+    assert pad_centred(np.arange(10, dtype=np.float32), 4).tolist() == [0, 1, 2, 3]
+
+
+def test_row_ids_end_seconds() -> None:
+    assert row_ids("XC1", 3, 5.0) == ["XC1_5", "XC1_10", "XC1_15"]
 
 
 def test_store_round_trip_across_shards(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Config: every shipped profile validates; bad files fail with one message naming file and key."""
+"""Config: every shipped profile is a valid overlay; bad files fail with one message naming file and
+key."""
 
 from __future__ import annotations
 
@@ -8,20 +9,38 @@ import pytest
 import yaml
 
 from birdclef.cli import main as cli_main
-from birdclef.config import ConfigError, load_params
+from birdclef.config import ConfigError, load_params, merge, profile_params, write_profile
 from tests.conftest import REPO
 
-PROFILES = sorted((REPO / "profiles").glob("*.yaml"))
+PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if p.stem != "base")
 
 
-@pytest.mark.parametrize("path", [REPO / "params.yaml", *PROFILES], ids=lambda p: p.name)
-def test_shipped_profiles_are_valid(path: Path) -> None:
-    params = load_params(path)
+@pytest.mark.parametrize("name", PROFILES)
+def test_shipped_profiles_are_small_valid_overlays(name: str, tmp_path: Path) -> None:
+    overlay = (REPO / "profiles" / f"{name}.yaml").read_text().splitlines()
+    assert len(overlay) < 60
+    write_profile(name, tmp_path / "params.yaml", REPO / "profiles")
+    params = load_params(tmp_path / "params.yaml")
     assert params.frontend.hop_length == 717
+    assert params.model_dump(mode="json") == load_params(tmp_path / "params.yaml").model_dump(
+        mode="json")
 
 
-def test_params_yaml_is_the_sample_profile() -> None:
-    assert (REPO / "params.yaml").read_text() == (REPO / "profiles" / "sample.yaml").read_text()
+def test_params_yaml_is_the_sample_profile(tmp_path: Path) -> None:
+    write_profile("sample", tmp_path / "params.yaml", REPO / "profiles")
+    assert (REPO / "params.yaml").read_text() == (tmp_path / "params.yaml").read_text()
+
+
+def test_merge_overlays_mappings_and_replaces_the_rest() -> None:
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 4}
+    assert merge(base, {"a": {"c": [3]}, "e": 5}) == {"a": {"b": 1, "c": [3]}, "d": 4, "e": 5}
+    tiny = profile_params("tiny", REPO / "profiles")
+    assert tiny["sample"]["n_folds"] == 2 and tiny["sample"]["fold_seed"] == 0  # kept from base
+
+
+def test_unknown_profile_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such profile.*tiny"):
+        write_profile("nope", tmp_path / "params.yaml", REPO / "profiles")
 
 
 def _broken(tmp_path: Path, edit) -> Path:

@@ -1,4 +1,5 @@
-"""Training pieces: crops and padding, mix labels, masked loss, mixup, PL blend and stream, resume."""
+"""Training pieces: crops and padding, mix labels, soundscape mixing, masked loss, mixup, PL
+targets and stream, a short real training, resume after a kill."""
 
 from __future__ import annotations
 
@@ -14,16 +15,21 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.config import PseudoLabelStreamConfig
 from birdclef.data import (
+    BACKGROUND_KEY,
+    PSEUDO_MIX_KEY,
     LabelledClips,
     PseudoLabelDataset,
     PseudoLabelStream,
+    SoundscapeWindows,
     TrainDataset,
     ValidDataset,
+    WindowMix,
     upsample,
 )
 from birdclef.engine import batch_mixup, masked_bce
-from birdclef.stages.train_student import blend_max_pl
+from birdclef.pseudo_labels import blend_max_pl, sharpen, student_targets
 from birdclef.store import AudioStore, ShardWriter
 
 W, SPAN = 100, 120  # a 100-sample "window" and 120-sample first/last span keep arrays readable
@@ -96,11 +102,11 @@ def test_short_clip_random_left_pad_and_centred_valid(clips: LabelledClips) -> N
 def test_dataset_mix_takes_max_labels_and_masks_other_secondaries(clips: LabelledClips) -> None:
     dataset = TrainDataset(clips, W, SPAN, seed=0, mix_p=1.0, mix_weight=(0.2, 1.0))
     for i in range(2):
-        audio, target, mask = dataset[i]
-        assert audio.shape == (W,)
+        audio, target, mask, pseudo = dataset[i]
+        assert audio.shape == (W,) and pseudo == 0
         # with 2 rows every mix partner is R1 or R2; union of labels, both masks applied
         assert target.max() == 1 and mask.min() >= 0
-    audio, target, mask = dataset[1]
+    audio, target, mask, _ = dataset[1]
     other_is_r1 = target[0] == 1
     if other_is_r1:
         assert target.tolist() == [1, 1, 1, 0] and mask.tolist() == [1, 1, 1, 0]
@@ -159,13 +165,99 @@ def test_max_pl_blend_by_hand() -> None:
         assert blend_max_pl(probs)[fold, 0].tolist() == pytest.approx(expected, rel=1e-5)
 
 
-def _pl_dataset(tmp_path: Path, n: int, dup: int) -> PseudoLabelDataset:
+def _windows(tmp_path: Path, n: int, seconds_per: int = 3) -> SoundscapeWindows:
+    """n soundscapes of `seconds_per` windows of W samples (sample rate W: 1-s windows), soundscape
+    i holding the value i everywhere."""
     writer = ShardWriter(tmp_path / "scapes", "float32", 1 << 20)
-    addrs = [(f"s{i}", *writer.append(np.full(3 * W, i, np.float32))) for i in range(n)]
+    addrs = [(f"s{i}", *writer.append(np.full(seconds_per * W, i, np.float32))) for i in range(n)]
     writer.close(pd.DataFrame(addrs, columns=["soundscape_id", "shard", "offset", "length"]))
-    targets = [np.full((3, 2), i / 10, np.float32) for i in range(n)]
-    return PseudoLabelDataset(AudioStore(tmp_path / "scapes"), [f"s{i}" for i in range(n)],
-                              targets, W, dup, None, seed=0)
+    return SoundscapeWindows(AudioStore(tmp_path / "scapes"), W, sample_rate=W)
+
+
+def _pl_dataset(tmp_path: Path, n: int, dup: int) -> PseudoLabelDataset:
+    windows = _windows(tmp_path, n)
+    targets = np.repeat(np.arange(n, dtype=np.float32) / 10, 3)[:, None].repeat(2, axis=1)
+    return PseudoLabelDataset(windows, targets, dup, None, seed=0)
+
+
+def test_soundscape_windows_follow_the_window_rule(tmp_path: Path) -> None:
+    windows = _windows(tmp_path, 2)
+    assert len(windows) == 6
+    assert windows.keys.to_dict("list") == {"soundscape_id": ["s0"] * 3 + ["s1"] * 3,
+                                            "window": [0, 1, 2] * 2}
+    assert windows.read(4).tolist() == [1.0] * W
+
+
+def test_window_mix_targets_and_the_arms_see_the_same_audio(
+    clips: LabelledClips, tmp_path: Path
+) -> None:
+    windows = _windows(tmp_path, 2)
+    targets = np.zeros((6, 4), np.float32)
+    targets[3:, 3] = 0.7  # soundscape s1: class d at 0.7
+    pseudo = WindowMix(windows, 1.0, (0.5, 0.5), PSEUDO_MIX_KEY, targets)
+    labelled_only = WindowMix(windows, 1.0, (0.5, 0.5), PSEUDO_MIX_KEY, None)
+    plain = TrainDataset(clips, W, SPAN, seed=1, mix_p=0.0, mix_weight=(0.2, 1.0))
+    with_pl = TrainDataset(clips, W, SPAN, 1, 0.0, (0.2, 1.0), [pseudo])
+    no_pl = TrainDataset(clips, W, SPAN, 1, 0.0, (0.2, 1.0), [labelled_only])
+    saw_s1 = False
+    for i in range(2):
+        base, a, b = plain[i], with_pl[i], no_pl[i]
+        np.testing.assert_array_equal(a[0], b[0])  # same windows, same weights
+        added = a[0] - base[0]  # the window's constant value times 0.5
+        assert np.allclose(added, added[0]) and added[0] in (0.0, 0.5)
+        np.testing.assert_array_equal(b[1], base[1])  # labelled-only: the clip's own targets
+        if added[0] == 0.5:  # a window of s1: class d becomes a soft positive, never masked
+            saw_s1 = True
+            assert a[1][3] == pytest.approx(0.7) and a[2][3] == pytest.approx(1.0 if base[2][3] else 0.7)
+    for epoch in range(1, 12):  # both soundscapes get drawn
+        with_pl.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        saw_s1 |= bool((with_pl[0][0] - plain[0][0])[0] == 0.5)
+    assert saw_s1
+
+
+def test_background_mix_leaves_labels_and_other_draws_alone(
+    clips: LabelledClips, tmp_path: Path
+) -> None:
+    windows = _windows(tmp_path, 2)
+    background = WindowMix(windows, 0.5, (0.2, 0.8), BACKGROUND_KEY)
+    plain = TrainDataset(clips, W, SPAN, 3, 0.5, (0.2, 1.0))
+    mixed = TrainDataset(clips, W, SPAN, 3, 0.5, (0.2, 1.0), [background])
+    changed = 0
+    for epoch in range(20):
+        plain.set_epoch(epoch)
+        mixed.set_epoch(epoch)
+        a, b = plain[0], mixed[0]
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+        changed += not np.array_equal(a[0], b[0])
+    assert 3 <= changed <= 17  # p = 0.5
+
+
+def test_confidence_sampling_follows_weights(tmp_path: Path) -> None:
+    windows = _windows(tmp_path, 2)
+    weights = np.array([0, 0, 0, 0, 1.0, 0])
+    mix = WindowMix(windows, 1.0, (1.0, 1.0), PSEUDO_MIX_KEY, weights=weights)
+    rng = np.random.default_rng(0)
+    assert {mix.pick(rng) for _ in range(50)} == {4}
+
+
+def test_student_targets_order_fold_mean_and_sharpening() -> None:
+    keys = pd.DataFrame({"soundscape_id": ["b", "b", "a"], "window": [1, 0, 0]})
+    table = pd.DataFrame({
+        "soundscape_id": ["a", "a", "b", "b", "b", "b"], "window": [0, 0, 0, 1, 0, 1],
+        "start_second": 0.0, "fold": [0, 1, 0, 0, 1, 1],
+        "x": [0.1, 0.3, 0.5, 0.6, 0.7, 0.8], "y": [0.9, 0.9, 0.2, 0.2, 0.4, 0.4]})
+    cfg = PseudoLabelStreamConfig(max_pl=False, fold_source="same_fold")
+    targets = student_targets(table, ["x", "y"], keys, cfg)
+    assert targets[0][:, 0].tolist() == pytest.approx([0.6, 0.5, 0.1])
+    assert targets[1][:, 0].tolist() == pytest.approx([0.8, 0.7, 0.3])
+    mean = student_targets(table, ["x", "y"], keys, cfg.model_copy(update={"fold_source": "mean"}))
+    assert mean[0][:, 0].tolist() == pytest.approx([0.7, 0.6, 0.2])
+    sharp = student_targets(table, ["x", "y"], keys,
+                            cfg.model_copy(update={"power": 2.0, "threshold": 0.1}))
+    assert sharp[0][:, 0].tolist() == pytest.approx([0.36, 0.25, 0.0])
+    assert sharpen(np.array([0.5]), 1.0, 0.0).tolist() == [0.5]
 
 
 def test_pseudo_label_stream_refills_across_epochs(tmp_path: Path) -> None:
@@ -190,11 +282,8 @@ def test_pseudo_label_stream_resume_state(tmp_path: Path) -> None:
 
 
 RESUME_SCRIPT = """
-import sys
-from pathlib import Path
-from birdclef.config import load_params
-from birdclef.stages import train_teacher
-train_teacher.main(load_params("params.yaml"))
+from birdclef.cli import main
+main(["train-teacher"])
 """
 
 
@@ -209,7 +298,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     import shutil
     import yaml
 
-    params = yaml.safe_load((repo / "profiles/tiny.yaml").read_text())
+    from birdclef.config import profile_params
+
+    params = profile_params("tiny", repo / "profiles")
     params["teacher"].update(epochs=3, folds=[0])
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     (work / ".dvc").mkdir()  # marks the tracking root
@@ -228,9 +319,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     proc = run(script)
     resume = work / ".resume/teacher/fold0.pt"
     deadline = time.time() + 300
+    # the resume state after epoch 1 is the signal: the kill lands in epoch 2 (seconds long)
     while not resume.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
+        time.sleep(0.01)
     proc.kill()
     proc.wait()
     assert resume.exists() and not (work / "models/teacher/fold0.pt").exists()

@@ -18,11 +18,11 @@ from birdclef import benchmark, tracking
 from birdclef.audio import AudioDecodeError
 from birdclef.cli import main as cli_main
 from birdclef.config import Params, load_params
-from birdclef.frontend import window_samples
 from birdclef.inference import OnnxEnsemble, TorchEnsemble, fixed_windows
 from birdclef.model import build_model, save_checkpoint
 from birdclef.stages import export
-from birdclef.stages.predict import predict_folder
+from birdclef.prediction import predict_folder
+from birdclef.windows import frame_windows, window_samples
 from tests.conftest import REPO, tone, write_audio
 
 CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee"]
@@ -41,7 +41,7 @@ def tiny_params() -> Params:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A working directory with models/student/fold{0,1}.pt, exported once for the module."""
+    """A working directory with models/student/round1/fold{0,1}.pt, exported once for the module."""
     work = tmp_path_factory.mktemp("export")
     params = tiny_params()
     with pytest.MonkeyPatch.context() as mp:
@@ -51,11 +51,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         for fold in (0, 1):
             torch.manual_seed(fold)
             model = build_model(params.model, params.frontend, len(CLASSES), pretrained=False)
-            save_checkpoint(Path("models/student") / f"fold{fold}.pt", model,
+            save_checkpoint(Path("models/student/round1") / f"fold{fold}.pt", model,
                             model_cfg=params.model, frontend_cfg=params.frontend, classes=CLASSES,
-                            extra={"fold": fold, "role": "student"})
-        Path("metrics").mkdir()
-        Path("metrics/pseudo_label.json").write_text(json.dumps({"sha256": PL_SHA}))
+                            extra={"fold": fold, "role": "student", "pseudo_labels_sha256": PL_SHA})
         export.main(params)
         yield work
 
@@ -74,7 +72,7 @@ def test_export_manifest_metrics_and_parity(workdir: Path) -> None:
     cfg = tiny_params().frontend
     windows = fixed_windows(6, window_samples(cfg), seed=3)
     onnx = OnnxEnsemble(workdir / "models/onnx", threads=1)
-    eager = TorchEnsemble(workdir / "models/student")
+    eager = TorchEnsemble(workdir / "models/student/round1")
     got, ref = onnx.logits(windows, 4), eager.logits(windows, 4)
     assert got.shape == (2, 6, len(CLASSES))
     np.testing.assert_allclose(got, ref, atol=1e-3, rtol=0)
@@ -164,7 +162,7 @@ def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Pat
     predict_folder(folder, workdir / "models/onnx", out, tiny_params(), smoothing=False)
     table = pd.read_csv(out)
     assert table["row_id"].tolist() == ["a_5", "a_10", "a_15"]
-    from birdclef.audio import decode, frame_windows
+    from birdclef.audio import decode
 
     cfg = tiny_params().frontend
     windows = frame_windows(decode(folder / "a.flac", cfg.sample_rate), window_samples(cfg),
@@ -175,7 +173,7 @@ def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Pat
 
 def test_benchmark_runs_both_engines(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
-    result = benchmark.run(0.5, Path("models/onnx"), Path("models/student"), 1, tiny_params(),
+    result = benchmark.run(0.5, Path("models/onnx"), Path("models/student/round1"), 1, tiny_params(),
                            repeats=1)
     assert result["models"] == 2 and result["windows"] == 6
     assert result["onnx_windows_per_s"] > 0 and result["eager_windows_per_s"] > 0

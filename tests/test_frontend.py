@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from birdclef.config import FrontendConfig
-from birdclef.frontend import MelFrontend, image_shape, n_frames, spec_hop_length, window_samples
+from birdclef.frontend import MelFrontend
+from birdclef.windows import window_samples
 
 CFG = FrontendConfig()
 SR = CFG.sample_rate
@@ -17,7 +18,7 @@ SR = CFG.sample_rate
 
 @pytest.fixture(scope="module")
 def frontend() -> MelFrontend:
-    return MelFrontend.from_config(CFG).eval()
+    return MelFrontend(CFG).eval()
 
 
 def _hz_to_htk(f: np.ndarray | float) -> np.ndarray:
@@ -65,11 +66,12 @@ def _test_signal(seed: int = 0) -> np.ndarray:
     return (0.3 * rng.standard_normal(t.size) + np.sin(2 * math.pi * 2500.0 * t)).astype(np.float32)
 
 
-def test_hop_formula_and_shape_constants() -> None:
+def test_hop_formula_and_shape_constants(frontend: MelFrontend) -> None:
     assert window_samples(CFG) == 160_000
-    assert spec_hop_length(160_000, CFG.win_length, CFG.n_fft, 224) == 717 == CFG.hop_length
-    assert n_frames(CFG) == 224
-    assert image_shape(CFG) == (3, 224, 224)
+    # SPEC 4.5: int((T - win_length + n_fft) / width) + 1 with width 224
+    assert int((160_000 - CFG.win_length + CFG.n_fft) / 224) + 1 == 717 == CFG.hop_length
+    # center=True: 1 + T // hop frames, so the image is 224 x 224
+    assert frontend(torch.zeros(1, 160_000)).shape == (1, 3, 224, 224)
 
 
 def test_output_shape_dtype_and_channels(frontend: MelFrontend) -> None:

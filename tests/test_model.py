@@ -11,7 +11,7 @@ import torch
 
 from birdclef import model as model_mod
 from birdclef.config import FrontendConfig, ModelConfig
-from birdclef.frontend import window_samples
+from birdclef.windows import window_samples
 from birdclef.model import BirdModel, build_model, load_checkpoint, load_pretrained_weights, save_checkpoint
 
 FRONT = FrontendConfig()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from birdclef.config import write_profile
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +46,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
-    shutil.copy(root / "profiles" / "tiny.yaml", root / "params.yaml")
+    write_profile("tiny", root / "params.yaml", root / "profiles")
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "tiny")
@@ -54,10 +55,18 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+STAGES = ["make_sample", "preprocess", "sample", "train_teacher", "evaluate_teacher",
+          "pseudo_label@1", "train_student@1", "pseudo_label@2", "train_student@2",
+          "pseudo_label@3", "train_student@3", "export", "evaluate"]
+
+
 def test_every_stage_ran_and_status_is_clean(repo: Path) -> None:
     ran = stages_run((repo / "first_repro.log").read_text())
-    assert ran == ["make_sample", "preprocess", "sample", "train_teacher", "pseudo_label",
-                   "train_student", "export", "evaluate"]
+    assert sorted(ran) == sorted(STAGES)
+    for before, after in [("train_teacher", "evaluate_teacher"), ("train_teacher", "pseudo_label@1"),
+                          ("pseudo_label@1", "train_student@1"), ("train_student@1", "export"),
+                          ("export", "evaluate"), ("evaluate_teacher", "evaluate")]:
+        assert ran.index(before) < ran.index(after)
     assert "up to date" in sh(repo, "dvc", "status").stdout
     again = sh(repo, "dvc", "repro").stdout
     assert stages_run(again) == []
@@ -77,14 +86,18 @@ def test_data_outputs(repo: Path) -> None:
 def test_teacher_and_pseudo_labels(repo: Path) -> None:
     teacher = json.loads((repo / "metrics/teacher.json").read_text())
     assert 0.0 <= teacher["oof_auc"] <= 1.0
+    assert teacher["environment"]["torch"] and teacher["environment"]["threads"]
     assert sorted(p.name for p in (repo / "models/teacher").glob("fold*.pt")) == ["fold0.pt", "fold1.pt"]
-    pl_metrics = json.loads((repo / "metrics/pseudo_label.json").read_text())
-    pl = pd.read_parquet(repo / "data/pseudo_labels/pseudo_labels.parquet")
+    pl_metrics = json.loads((repo / "metrics/pseudo_label_round1.json").read_text())
+    pl = pd.read_parquet(repo / "data/pseudo_labels/round1.parquet")
     # 2 soundscapes x 30 s -> 6 windows each, for each of 2 teacher folds
     assert len(pl) == pl_metrics["rows"] == 2 * 6 * 2
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    outs = {o["path"]: o for o in lock["stages"]["pseudo_label"]["outs"]}
-    assert "md5" in outs["data/pseudo_labels/pseudo_labels.parquet"]
+    outs = {o["path"]: o for o in lock["stages"]["pseudo_label@1"]["outs"]}
+    assert "md5" in outs["data/pseudo_labels/round1.parquet"]
+    # rounds beyond pseudo_label.rounds (1) label nothing and train nothing
+    assert pd.read_parquet(repo / "data/pseudo_labels/round2.parquet").empty
+    assert [p.name for p in (repo / "models/student/round2").iterdir()] == ["inactive.json"]
 
 
 def test_mlflow_runs_share_one_pipeline_id(repo: Path) -> None:
@@ -94,7 +107,7 @@ def test_mlflow_runs_share_one_pipeline_id(repo: Path) -> None:
         "where t.key = 'birdclef.pipeline_id'"
     ).fetchall()
     by_stage = dict(rows)
-    for stage in ("make_sample", "preprocess", "sample", "train_teacher", "pseudo_label"):
+    for stage in ("make_sample", "preprocess", "sample", "train_teacher", "pseudo_label_round1"):
         assert stage in by_stage, by_stage
     assert len({by_stage[s] for s in ("make_sample", "preprocess", "sample", "train_teacher")}) == 1
     folds = db.execute("select name, experiment_id from runs where name like 'teacher-fold%'").fetchall()
@@ -108,43 +121,108 @@ def test_mlflow_runs_share_one_pipeline_id(repo: Path) -> None:
     [
         ("sample", "fold_seed", 1, "sample"),
         ("teacher", "epochs", 2, "train_teacher"),
-        ("student", "epochs", 2, "train_student"),
+        ("student", "epochs", 2, "train_student@1"),
     ],
 )
 def test_param_change_reruns_only_its_stage_and_after(repo: Path, section, key, value, first) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    order = ["make_sample", "preprocess", "sample", "train_teacher", "pseudo_label",
-             "train_student", "export", "evaluate"]
     try:
         ran = stages_run(sh(repo, "dvc", "repro", "--dry").stdout)
         # the first stage to run is the one that owns the param; nothing before it runs
         assert ran and ran[0] == first
-        assert not set(ran) & set(order[: order.index(first)])
+        assert not set(ran) & set(STAGES[: STAGES.index(first)])
     finally:
         sh(repo, "git", "checkout", "params.yaml")
 
 
-def test_pseudo_labels_are_byte_identical_on_rerun(repo: Path) -> None:
-    first = json.loads((repo / "metrics/pseudo_label.json").read_text())["sha256"]
-    teacher_first = json.loads((repo / "metrics/teacher.json").read_text())["state_sha256"]
+def test_forced_rerun_gives_byte_identical_checkpoints_and_pseudo_labels(repo: Path) -> None:
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())
+    first = json.loads((repo / "metrics/pseudo_label_round1.json").read_text())["sha256"]
     sh(repo, "dvc", "repro", "-f", "-s", "train_teacher")
-    sh(repo, "dvc", "repro", "-f", "-s", "pseudo_label")
-    assert json.loads((repo / "metrics/teacher.json").read_text())["state_sha256"] == teacher_first
-    assert json.loads((repo / "metrics/pseudo_label.json").read_text())["sha256"] == first
+    sh(repo, "dvc", "repro", "-f", "-s", "pseudo_label@1")
+    assert json.loads((repo / "metrics/pseudo_label_round1.json").read_text())["sha256"] == first
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    teacher_out = lambda lk: [o for o in lk["stages"]["train_teacher"]["outs"]  # noqa: E731
+                              if o["path"] == "models/teacher"][0]["md5"]
+    assert teacher_out(lock) == teacher_out(lock_before)  # the checkpoints hold no run ids
+    assert stages_run(sh(repo, "dvc", "repro", "--dry").stdout) == []  # nothing downstream reruns
 
 
 def test_export_and_evaluate(repo: Path) -> None:
     export = json.loads((repo / "metrics/export.json").read_text())
-    assert export["n_models"] == 2 and export["parity_max_abs_diff"] < 1e-3
+    assert export["n_models"] == 2 and export["parity_max_abs_diff"] < 1e-3 and export["round"] == 1
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     for role in ("teacher", "student"):
         for key in ("fold0", "fold1", "fold_mean", "fold_std", "ensemble", "ensemble_smoothed"):
             assert 0.0 <= evaluate[role][key] <= 1.0, (role, key)
-    assert evaluate["windows"] == 6  # one 30-s labelled soundscape
+        assert 0.0 < evaluate[role]["ensemble_smoothed_se"] < 0.5
+    assert evaluate["windows"] == 18  # three 30-s labelled soundscapes
+    diff = evaluate["student_minus_teacher"]
+    assert diff["difference"] == pytest.approx(
+        evaluate["student"]["ensemble_smoothed"] - evaluate["teacher"]["ensemble_smoothed"])
+    assert diff["ci95_low"] <= diff["ci95_high"]
     db = sqlite3.connect(repo / "mlflow.db")
     versions = db.execute("select name, version from model_versions").fetchall()
     assert ("birdclef-student-ensemble", 1) in versions
     runs = {name for (name,) in db.execute("select name from runs")}
-    assert {"train_student", "export", "evaluate", "student-fold0"} <= runs
+    assert {"train_student_round1", "export", "evaluate", "student_round1-fold0"} <= runs
+
+
+def exp_file(repo: Path, name: str, path: str) -> dict:
+    refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
+    (ref,) = [r for r in refs if r.endswith(f"/{name}")]
+    return json.loads(sh(repo, "git", "show", f"{ref}:{path}").stdout)
+
+
+def test_rounds_param_runs_two_rounds(repo: Path) -> None:
+    dag = sh(repo, "dvc", "dag").stdout
+    assert "train_student@2" in dag and "pseudo_label@2" in dag
+    log = sh(repo, "dvc", "exp", "run", "--temp", "-n", "two-rounds",
+             "-S", "pseudo_label.rounds=2").stdout
+    ran = stages_run(log)
+    assert {"pseudo_label@2", "train_student@2", "export", "evaluate"} <= set(ran)
+    assert "train_teacher" not in ran and "train_student@1" not in ran  # only round 2 is new
+    round2 = exp_file(repo, "two-rounds", "metrics/student_round2.json")
+    assert round2["steps"] > 0 and round2["pseudo_label_windows"] > 0
+    assert exp_file(repo, "two-rounds", "metrics/export.json")["round"] == 2
+    evaluate = exp_file(repo, "two-rounds", "metrics/evaluate.json")
+    assert evaluate["rounds"] == [1, 2]
+    assert {"teacher", "student_round1", "student", "student_minus_student_round1"} <= set(evaluate)
+    labels = exp_file(repo, "two-rounds", "metrics/pseudo_label_round2.json")
+    assert labels["active"] and labels["rows"] == 2 * 6 * 2  # labelled by round 1's 2 students
+
+
+def test_study_arms_seeds_and_report(repo: Path) -> None:
+    out = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
+             "--name", "tstudy").stdout
+    assert "student_minus_control" in out
+    report = json.loads((repo / "metrics/study.json").read_text())
+    units = report["per_unit"]
+    assert [u["seed"] for u in units] == [7, 8] and report["vary"] == "corpus"
+    for unit in units:
+        assert {"teacher", "student", "control"} <= set(unit)
+        student = exp_file(repo, f"tstudy-s{unit['seed']}-student", "metrics/student_round1.json")
+        control = exp_file(repo, f"tstudy-s{unit['seed']}-control", "metrics/student_round1.json")
+        assert control["pseudo_label_windows"] == 0 < student["pseudo_label_windows"]
+        assert control["steps"] == student["steps"] > 0
+    for arm in ("teacher", "student", "control"):
+        values = [u[arm] for u in units]
+        assert report["summary"][arm]["mean"] == pytest.approx(sum(values) / 2)
+        assert report["summary"][arm]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    for a, b in (("student", "teacher"), ("student", "control")):
+        diff = report["differences"][f"{a}_minus_{b}"]
+        assert diff["per_seed"] == pytest.approx([u[a] - u[b] for u in units])
+        assert diff["mean"] == pytest.approx(sum(diff["per_seed"]) / 2)
+        assert diff["ci95_low"] < diff["mean"] < diff["ci95_high"]
+    shown = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv").stdout
+    assert all(f"tstudy-s{s}-{a}" in shown for s in (7, 8) for a in ("student", "control"))
+    db = sqlite3.connect(repo / "mlflow.db")
+    (parent,) = db.execute("select run_uuid from runs where name = 'tstudy'").fetchone()
+    children = db.execute("select count(*) from tags where key = 'mlflow.parentRunId' and value = ?",
+                          (parent,)).fetchone()[0]
+    assert children == 4
+    again = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
+               "--name", "tstudy", "--report-only")
+    assert "Running stage" not in again.stdout + again.stderr

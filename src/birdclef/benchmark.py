@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from birdclef import paths
 from birdclef.config import Params, load_params
 from birdclef.windows import window_samples
 from birdclef.inference import Ensemble, OnnxEnsemble, TorchEnsemble, fixed_windows
@@ -73,7 +74,7 @@ def rates(
     ensemble: Ensemble, paths: list[Path], windows: np.ndarray, params: Params, repeats: int
 ) -> tuple[float, float]:
     """(end-to-end windows/s, inference-only windows/s) of one engine."""
-    from birdclef.stages.predict import predict_files
+    from birdclef.prediction import predict_files
 
     batch = params.predict.batch_windows
     ensemble.logits(windows[:2], batch)  # warm-up
@@ -129,7 +130,10 @@ def run(
 def cli(args: Any) -> None:
     params = load_params(args.params)
     threads = params.predict.threads if args.threads is None else args.threads
-    result = run(args.minutes, Path(args.models), Path("models/student"), threads, params)
+    rounds = paths.trained_rounds()
+    if not rounds:
+        raise FileNotFoundError("no trained students (run dvc repro first)")
+    result = run(args.minutes, Path(args.models), paths.students(rounds[-1]), threads, params)
     write_json(Path("metrics/benchmark.json"), result)
     print("end to end = decode (worker processes) + mel once + all models + post-processing")
     for key, value in result.items():
@@ -137,46 +141,35 @@ def cli(args: Any) -> None:
 
 
 def training_run(params_path: str, batches: int) -> dict[str, Any]:
-    """Teacher training throughput: the data loader alone vs full training steps (same batches)."""
-    from torch.utils.data import DataLoader
+    """Teacher training throughput of fold 0 through the training engine's own epoch function,
+    against its data loader alone (same batches)."""
+    from dataclasses import replace
 
-    from birdclef.data import LabelledClips, TrainDataset
-    from birdclef.engine import masked_bce, resolve_device, set_threads
-    from birdclef.model import build_model
-    from birdclef.optim import build_optimizer_and_scheduler
-    from birdclef.stages.train import load_training_data
+    from birdclef.engine import FoldJob, build_trainer, epoch_loader, fold_datasets, train_epoch
+    from birdclef.engine import resolve_device, seed_everything, set_threads
+    from birdclef.training import background_mixes, load_training_data, soundscape_windows
 
     params = load_params(params_path)
-    cfg, fcfg = params.teacher, params.frontend
+    cfg = params.teacher
+    seed_everything(cfg.seed)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     table, classes, store = load_training_data()
-    span = int(round((fcfg.window_seconds + cfg.max_shift_seconds) * fcfg.sample_rate))
-    dataset = TrainDataset(LabelledClips(table, classes, store), window_samples(fcfg), span,
-                           cfg.seed, cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.num_workers)
+    job = FoldJob(role="benchmark", fold=0, cfg=cfg, model_cfg=params.model,
+                  frontend_cfg=params.frontend, table=table, classes=classes, clip_store=store)
+    if cfg.soundscape_mix.p > 0:
+        job = replace(job, window_mixes=background_mixes(cfg, soundscape_windows(params)))
+    train_set, _, _ = fold_datasets(job)
     started, seen = time.perf_counter(), 0
-    while seen < batches * cfg.batch_size:
-        for audio, _, _ in loader:
-            seen += audio.shape[0]
-            if seen >= batches * cfg.batch_size:
-                break
-    loader_rate = seen / (time.perf_counter() - started)
-    model = build_model(params.model, fcfg, len(classes)).to(device).train()
-    optimizer, scheduler = build_optimizer_and_scheduler(model, cfg, batches + 1)
-    started, seen = time.perf_counter(), 0
-    for step, (audio, target, mask) in enumerate(loader):
+    for step, (audio, _, _) in enumerate(epoch_loader(train_set, cfg, job.seed, 0)):
         if step == batches:
             break
-        loss = masked_bce(model(audio.to(device)), target.to(device), mask.to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
         seen += audio.shape[0]
-    train_rate = seen / (time.perf_counter() - started)
-    return {"device": str(device), "batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
+    loader_rate = seen / (time.perf_counter() - started)
+    trainer = build_trainer(job, len(train_set) // min(cfg.batch_size, len(train_set)))
+    _, seen, seconds = train_epoch(trainer, job, train_set, 0, "benchmark", max_steps=batches)
+    train_rate = seen / seconds
+    return {"device": str(resolve_device(cfg.device)), "batch_size": cfg.batch_size,
+            "num_workers": cfg.num_workers, "channels_last": cfg.channels_last,
             "loader_samples_per_s": loader_rate, "train_samples_per_s": train_rate,
             "loader_headroom": loader_rate / train_rate}
 

@@ -126,8 +126,9 @@ class SoundscapeWindows:
 class WindowMix:
     """Soundscape windows added under clips: chance, weight range and (optionally) their targets.
 
-    `targets` is (windows, classes) for pseudo-label mixing, None for background augmentation;
-    `weights` makes some windows likelier than others (None: uniform).
+    `targets` is (windows, classes) for pseudo-label mixing with pseudo-label targets, None for
+    background augmentation and the labelled-only arm; `weights` makes some windows likelier than
+    others (None: uniform); `pseudo` marks windows that stand for pseudo-labelled ones (counted).
     """
 
     windows: SoundscapeWindows
@@ -136,6 +137,7 @@ class WindowMix:
     key: int
     targets: np.ndarray | None = None
     weights: np.ndarray | None = None
+    pseudo: bool = False
 
     def __post_init__(self) -> None:
         cumulative = None if self.weights is None else np.cumsum(self.weights, dtype=np.float64)
@@ -149,23 +151,24 @@ class WindowMix:
 
     def apply(
         self, audio: np.ndarray, target: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Mix one window into `audio` with chance p; targets and mask are updated in place."""
+    ) -> tuple[np.ndarray, bool]:
+        """Mix one window into `audio` with chance p (targets and mask are updated in place);
+        (audio, whether a window was added)."""
         if self.p <= 0 or rng.random() >= self.p:
-            return audio
+            return audio, False
         k = self.pick(rng)
         weight = np.float32(rng.uniform(*self.weight))
         audio = audio + weight * self.windows.read(k)
         if self.targets is not None:
             np.maximum(target, self.targets[k], out=target)
             np.maximum(mask, target, out=mask)  # SPEC 6.4: a soft target is never masked out
-        return audio
+        return audio, True
 
 
 class TrainDataset(Dataset):
-    """(audio, target, mask) training items: the clip crop, the dataset-level additive mix of
-    SPEC 4.4, then the soundscape-window mixes (background, pseudo-label), each drawn from its own
-    random stream."""
+    """(audio, target, mask, pseudo-labelled windows mixed in) training items: the clip crop, the
+    dataset-level additive mix of SPEC 4.4, then the soundscape-window mixes (background,
+    pseudo-label), each drawn from its own random stream."""
 
     def __init__(
         self,
@@ -188,7 +191,7 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         rng = item_rng(self.seed, self.epoch, i)
         audio = self.clips.train_crop(i, rng, self.window, self.span)
         target = self.clips.targets[i].copy()
@@ -203,9 +206,11 @@ class TrainDataset(Dataset):
             # the other clip's secondary labels are excluded from the loss too
             mask = np.minimum(mask, self.clips.masks[other])
             np.maximum(mask, target, out=mask)
+        pseudo = 0
         for mix in self.window_mixes:
-            audio = mix.apply(audio, target, mask, item_rng(self.seed, self.epoch, i, mix.key))
-        return audio.astype(np.float32), target, mask
+            audio, added = mix.apply(audio, target, mask, item_rng(self.seed, self.epoch, i, mix.key))
+            pseudo += int(added and mix.pseudo)
+        return audio.astype(np.float32), target, mask, pseudo
 
 
 class ValidDataset(Dataset):

@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from birdclef.config import FrontendConfig, ModelConfig, TrainConfig
 from birdclef.data import (
@@ -37,7 +36,7 @@ from birdclef.data import (
     WindowMix,
     upsample,
 )
-from birdclef.io import atomic_path
+from birdclef.io import atomic_path, progress
 from birdclef.metrics import competition_score
 from birdclef.model import BirdModel, build_model, load_checkpoint, save_checkpoint, unwrap_model
 from birdclef.optim import build_optimizer_and_scheduler
@@ -217,7 +216,8 @@ def build_trainer(job: FoldJob, steps_per_epoch: int) -> Trainer:
 def train_step(
     trainer: Trainer, cfg: TrainConfig, batch: tuple[torch.Tensor, ...], augment: torch.Generator
 ) -> tuple[float, int]:
-    """One optimisation step on a batch (SPEC 4.8 gain, 6.4 mixup, 4.6 loss); (loss, items)."""
+    """One optimisation step on (audio, target, mask) (SPEC 4.8 gain, 6.4 mixup, 4.6 loss);
+    (loss, items)."""
     audio, target, mask = batch
     n = audio.shape[0]
     # SPEC 4.8: per-clip gain 10^(-U * range/10); matters only through mixup (std norm)
@@ -251,25 +251,40 @@ def epoch_loader(train_set: TrainDataset, cfg: TrainConfig, seed: int, epoch: in
     )
 
 
+@dataclass
+class EpochStats:
+    loss: float  # mean training loss per item
+    items: int  # items through the model (labelled clips plus extra pseudo-labelled windows)
+    steps: int  # optimisation steps
+    pseudo_windows: int  # pseudo-labelled windows the model saw (mixed in or appended)
+    seconds: float
+
+
 def train_epoch(
-    trainer: Trainer, job: FoldJob, train_set: TrainDataset, epoch: int, desc: str
-) -> tuple[float, int, float]:
-    """One pass over the fold's training set; (mean loss, items seen, seconds)."""
+    trainer: Trainer, job: FoldJob, train_set: TrainDataset, epoch: int, desc: str,
+    max_steps: int | None = None,
+) -> EpochStats:
+    """One pass over the fold's training set (or its first `max_steps` batches: the training
+    benchmark)."""
     augment = torch.Generator().manual_seed(job.seed * 7919 + epoch)
     trainer.model.train()
-    started, seen, loss_sum = time.perf_counter(), 0, 0.0
-    bar = tqdm(epoch_loader(train_set, job.cfg, job.seed, epoch), desc=desc, leave=False)
-    for audio, target, mask in bar:
+    started, seen, steps, pseudo, loss_sum = time.perf_counter(), 0, 0, 0, 0.0
+    bar = progress(epoch_loader(train_set, job.cfg, job.seed, epoch), desc=desc, leave=False,
+                   total=max_steps)
+    for step, (audio, target, mask, mixed) in enumerate(bar):
+        if step == max_steps:
+            break
+        pseudo += int(mixed.sum())
         if job.pseudo_labels is not None:  # SPEC 6.3: pseudo-labelled windows as extra items
             pl_audio, pl_target, pl_mask = job.pseudo_labels.next()
             audio, target = torch.cat([audio, pl_audio]), torch.cat([target, pl_target])
             mask = torch.cat([mask, pl_mask])
+            pseudo += pl_audio.shape[0]
         loss, n = train_step(trainer, job.cfg, (audio, target, mask), augment)
-        seen += n
-        loss_sum += loss * n
+        seen, steps, loss_sum = seen + n, steps + 1, loss_sum + loss * n
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
-    return loss_sum / max(seen, 1), seen, time.perf_counter() - started
+    return EpochStats(loss_sum / max(seen, 1), seen, steps, pseudo, time.perf_counter() - started)
 
 
 def validate(trainer: Trainer, valid_set: ValidDataset, cfg: TrainConfig) -> tuple[np.ndarray, float]:
@@ -327,13 +342,15 @@ def train_fold(job: FoldJob, checkpoint_path: Path, resume_path: Path, run: Any)
     valid_probs = np.zeros((len(valid_set), len(job.classes)), np.float32)
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"{job.role} fold {job.fold} epoch {epoch + 1}/{cfg.epochs}"
-        loss, seen, seconds = train_epoch(trainer, job, train_set, epoch, desc)
+        stats = train_epoch(trainer, job, train_set, epoch, desc)
         valid_probs, score = validate(trainer, valid_set, cfg)
-        row = {"epoch": epoch + 1, "train_loss": loss, "valid_auc": score,
-               "lr": trainer.scheduler.get_last_lr()[0], "samples_per_s": seen / max(seconds, 1e-9)}
+        row = {"epoch": epoch + 1, "train_loss": stats.loss, "valid_auc": score,
+               "lr": trainer.scheduler.get_last_lr()[0],
+               "samples_per_s": stats.items / max(stats.seconds, 1e-9), "steps": stats.steps,
+               "pseudo_label_windows": stats.pseudo_windows}
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        log.info("%s: loss %.4f valid AUC %.4f (%.1f samples/s)", desc, loss, score,
+        log.info("%s: loss %.4f valid AUC %.4f (%.1f samples/s)", desc, stats.loss, score,
                  row["samples_per_s"])
         save_resume(resume_path, trainer, job, epoch, history)
     if start_epoch >= cfg.epochs:  # resumed after the last epoch: only the validation is missing

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from birdclef.audio import AUDIO_SUFFIXES, AudioDecodeError, decode_windows
 from birdclef.config import FrontendConfig, Params, load_params
 from birdclef.inference import Ensemble, OnnxEnsemble
-from birdclef.io import atomic_path, write_csv
+from birdclef.io import atomic_path, progress, write_csv
 from birdclef.postprocess import postprocess
 from birdclef.windows import row_ids, window_samples
 
@@ -85,7 +85,7 @@ def predict_files(
     # no more decoding processes than files: a pool costs about a second to start
     workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
     stream = decoded([Path(p) for p in paths], cfg, workers)
-    with contextlib.closing(stream), tqdm(
+    with contextlib.closing(stream), progress(
         total=len(paths), desc="predict", unit="file", mininterval=1.0
     ) as bar:
         for path, windows, error in stream:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
-from tqdm import tqdm
 
 from birdclef.config import PseudoLabelStreamConfig
 from birdclef.inference import Ensemble
+from birdclef.io import progress
 from birdclef.store import AudioStore
 from birdclef.windows import frame_windows, window_samples
 
@@ -29,7 +29,7 @@ def label_soundscapes(store: AudioStore, ensemble: Ensemble, batch: int) -> pd.D
     window = window_samples(cfg)
     frames = []
     index = store.index.sort_values("soundscape_id", kind="stable")
-    for row in tqdm(index.itertuples(), total=len(index), desc="pseudo-label", unit="soundscape"):
+    for row in progress(index.itertuples(), total=len(index), desc="pseudo-label", unit="soundscape"):
         windows = frame_windows(store.read(row.shard, row.offset, row.length), window, cfg.sample_rate)
         probs = expit(ensemble.logits(windows, batch))
         n = len(windows)

@@ -34,7 +34,7 @@ import pandas as pd
 import soundfile as sf
 import soxr
 from scipy import signal
-from tqdm import tqdm
+from birdclef.io import progress as io_progress
 
 from birdclef.config import MakeSampleConfig
 from birdclef.windows import row_ids, window_count
@@ -1086,7 +1086,7 @@ def _render_all(
     args = [(i, jobs[i], str(root)) for i in order]
     workers = min(os.cpu_count() or 1, len(jobs))
     results = {}
-    with tqdm(total=len(jobs), desc="make_sample", unit="file", disable=not progress) as bar:
+    with io_progress(total=len(jobs), desc="make_sample", unit="file", disable=not progress) as bar:
         if workers <= 1:
             for a in args:
                 res = _run_job(a)

@@ -76,6 +76,9 @@ def summarise(
     metrics["fold_auc_mean"] = float(np.nanmean(scores))
     metrics["fold_auc_std"] = float(np.nanstd(scores))
     metrics["samples_per_s"] = float(np.mean([r.history[-1]["samples_per_s"] for r in results]))
+    metrics["steps"] = int(sum(row["steps"] for r in results for row in r.history))
+    metrics["pseudo_label_windows"] = int(
+        sum(row["pseudo_label_windows"] for r in results for row in r.history))
     index = np.concatenate([r.valid_index for r in results])
     probs = np.concatenate([r.valid_probs for r in results])
     rows = table.loc[index]

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from birdclef import tracking
 from birdclef.audio import AUDIO_SUFFIXES, decode, decode_edges
 from birdclef.config import AudioConfig, Params
-from birdclef.io import atomic_path, write_json, write_parquet
+from birdclef.io import atomic_path, progress, write_json, write_parquet
 from birdclef.selection import merge_and_cap, records_to_decode
 from birdclef.sources import read_near_duplicates, read_sources
 from birdclef.store import ShardWriter
@@ -41,7 +40,7 @@ def worker_count(requested: int) -> int:
 
 def parallel_map(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str) -> Iterator:
     """Ordered map over a process pool (results come back in input order: deterministic stores)."""
-    bar = tqdm(total=len(items), desc=desc, unit="file", mininterval=1.0)
+    bar = progress(total=len(items), desc=desc, unit="file", mininterval=1.0)
     if workers <= 1 or len(items) <= 1:
         for item in items:
             yield fn(item)

@@ -52,7 +52,8 @@ def pseudo_label_setup(
         if cfg.mode == "mix":
             weights = confidence_weights(fold_targets) if cfg.sampling == "confidence" else None
             mix = WindowMix(windows, cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max),
-                            PSEUDO_MIX_KEY, fold_targets if use_targets else None, weights)
+                            PSEUDO_MIX_KEY, fold_targets if use_targets else None, weights,
+                            pseudo=True)
             return replace(job, window_mixes=[*job.window_mixes, mix])
         dataset = PseudoLabelDataset(windows, fold_targets, cfg.dup, cfg.windows_per_soundscape,
                                      seed + job.fold, use_targets)
