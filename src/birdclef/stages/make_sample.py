@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from birdclef import tracking
+from birdclef import paths, tracking
 from birdclef.config import Params
 from birdclef.io import write_json
 from birdclef.synth import make_sample_corpus
 
-METRICS = Path("metrics/make_sample.json")
+METRICS = paths.metrics("make_sample")
 
 
 def main(params: Params) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from birdclef import tracking
+from birdclef import paths, tracking
+from birdclef.paths import CLIPS, METADATA, SOUNDSCAPES
 from birdclef.audio import AUDIO_SUFFIXES, decode, decode_edges
 from birdclef.config import AudioConfig, Params
 from birdclef.io import atomic_path, progress, write_json, write_parquet
@@ -27,11 +28,7 @@ from birdclef.selection import merge_and_cap, records_to_decode
 from birdclef.sources import read_near_duplicates, read_sources
 from birdclef.store import ShardWriter
 
-INTERIM = Path("data/interim")
-METADATA = INTERIM / "metadata.parquet"
-CLIPS = INTERIM / "clips"
-SOUNDSCAPES = INTERIM / "soundscapes"
-METRICS = Path("metrics/preprocess.json")
+METRICS = paths.metrics("preprocess")
 
 
 def worker_count(requested: int) -> int:

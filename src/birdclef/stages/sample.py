@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from birdclef import tracking
+from birdclef import paths, tracking
 from birdclef.config import Params
 from birdclef.io import write_csv, write_json, write_parquet
 from birdclef.selection import (
@@ -25,13 +25,10 @@ from birdclef.selection import (
     species_report,
 )
 from birdclef.sources import read_near_duplicates
-from birdclef.stages.preprocess import METADATA
+from birdclef.paths import CLASSES, METADATA, TRAIN
 
-PROCESSED = Path("data/processed")
-TRAIN = PROCESSED / "train.parquet"
-CLASSES = PROCESSED / "classes.json"
-METRICS = Path("metrics/sample.json")
-REPORT = Path("reports/sample_species.csv")
+METRICS = paths.metrics("sample")
+REPORT = paths.report("sample_species.csv")
 
 
 def check_submission_columns(classes: list[str], bc24_root: str) -> None:
