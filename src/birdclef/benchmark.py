@@ -10,10 +10,10 @@ Prints one table and writes metrics/benchmark.json.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +29,8 @@ from birdclef.config import Params, load_params
 from birdclef.windows import window_samples
 from birdclef.inference import Ensemble, OnnxEnsemble, TorchEnsemble, fixed_windows
 from birdclef.io import sha256_file, write_json
+
+log = logging.getLogger(__name__)
 
 HIDDEN_TEST_WINDOWS = 52_800  # about 1,100 soundscapes x 48 windows (SPEC 12)
 KAGGLE_CORES = 4
@@ -87,8 +89,7 @@ def warn_if_other_models(onnx: OnnxEnsemble, checkpoints: Path) -> None:
     recorded = onnx.manifest.get("checkpoints_sha256", {})
     for path in sorted(checkpoints.glob("fold*.pt")):
         if recorded.get(path.name) not in (None, sha256_file(path)):
-            print(f"benchmark: warning: {path} is not the checkpoint exported to the ONNX models",
-                  file=sys.stderr)
+            log.warning("benchmark: %s is not the checkpoint exported to the ONNX models", path)
 
 
 def run(
@@ -146,7 +147,8 @@ def training_run(params_path: str, batches: int) -> dict[str, Any]:
     from dataclasses import replace
 
     from birdclef.engine import FoldJob, build_trainer, epoch_loader, fold_datasets, train_epoch
-    from birdclef.engine import resolve_device, seed_everything, set_threads
+    from birdclef.device import resolve_device, set_threads
+    from birdclef.engine import seed_everything
     from birdclef.training import background_mixes, load_training_data, soundscape_windows
 
     params = load_params(params_path)

@@ -185,15 +185,23 @@ def run_workspace_code(argv: list[str] | None) -> None:
     The console command comes from the virtual environment's editable install, which points at one
     checkout; `dvc exp run --temp/--queue` runs stages in a copy under .dvc/tmp/exps, and a second
     clone may share the environment. Each must run its own code, or an experiment's results would
-    not belong to its commit.
+    not belong to its commit. The re-run process hands its children the environment it was given.
     """
+    if REEXEC_FLAG in os.environ:  # the re-run process: restore what the children should see
+        original = os.environ.pop(REEXEC_FLAG)
+        if original:
+            os.environ["PYTHONPATH"] = original
+        else:
+            os.environ.pop("PYTHONPATH", None)
+        return
     local = Path.cwd() / "src" / "birdclef"
-    if argv is not None or os.environ.get(REEXEC_FLAG) or not (local / "cli.py").is_file():
+    if argv is not None or not (local / "cli.py").is_file():
         return
     if local.resolve() == Path(__file__).resolve().parent:
         return
-    env = {**os.environ, REEXEC_FLAG: "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(local.parent), os.environ.get("PYTHONPATH")]))}
+    original = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, REEXEC_FLAG: original,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(local.parent), original]))}
     os.execve(sys.executable, [sys.executable, "-m", "birdclef.cli", *sys.argv[1:]], env)
 
 

@@ -287,6 +287,13 @@ class Params(Section):
     tracking: TrackingConfig
     study: StudyConfig
 
+    @model_validator(mode="after")
+    def _one_sample_rate(self) -> Params:
+        if self.audio.sample_rate != self.frontend.sample_rate:
+            raise ValueError(f"audio.sample_rate ({self.audio.sample_rate}) and frontend.sample_rate "
+                             f"({self.frontend.sample_rate}) must agree: the stores feed the model")
+        return self
+
 
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = []

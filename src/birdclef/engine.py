@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import random
 import time
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from birdclef.config import FrontendConfig, ModelConfig, TrainConfig
+from birdclef.device import resolve_device, set_threads
 from birdclef.data import (
     LabelledClips,
     PseudoLabelStream,
@@ -92,22 +92,12 @@ class Trainer:
     amp: bool
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def numerical_environment(device: torch.device, cfg: TrainConfig) -> dict[str, str]:

@@ -9,11 +9,8 @@ reported (stderr, `<output>.errors.txt`, the summary) and skipped, or fails the 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -27,6 +24,7 @@ from birdclef.audio import AUDIO_SUFFIXES, AudioDecodeError, decode_windows
 from birdclef.config import FrontendConfig, Params, load_params
 from birdclef.inference import Ensemble, OnnxEnsemble
 from birdclef.io import atomic_path, progress, write_csv
+from birdclef.parallel import ordered_map, worker_count
 from birdclef.postprocess import postprocess
 from birdclef.windows import row_ids, window_samples
 
@@ -41,24 +39,9 @@ class Prediction(NamedTuple):
 
 
 def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterator[Decoded]:
-    """Decode in input order with at most 2 x workers files in flight.
-
-    Workers come from a fork server: forking this process, whose torch and ONNX Runtime thread
-    pools are running, can crash the child.
-    """
+    """Decode in input order with a bounded number of files in flight (birdclef.parallel)."""
     fn = partial(decode_windows, sample_rate=cfg.sample_rate, window=window_samples(cfg))
-    if workers <= 1:
-        yield from map(fn, paths)
-        return
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        queue = iter(paths)
-        pending = deque(pool.apply_async(fn, (p,)) for _, p in zip(range(2 * workers), queue))
-        while pending:
-            result = pending.popleft().get()
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append(pool.apply_async(fn, (nxt,)))
-            yield result
+    return ordered_map(fn, paths, workers)
 
 
 def predict_files(
@@ -83,7 +66,7 @@ def predict_files(
     logits: list[np.ndarray] = []
     skipped: list[str] = []
     # no more decoding processes than files: a pool costs about a second to start
-    workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
+    workers = min(worker_count(workers), max(1, len(paths)))
     stream = decoded([Path(p) for p in paths], cfg, workers)
     with contextlib.closing(stream), progress(
         total=len(paths), desc="predict", unit="file", mininterval=1.0

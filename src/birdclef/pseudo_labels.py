@@ -1,74 +1,32 @@
-"""Pseudo-labels: the labelling of soundscape windows by an ensemble (SPEC 5) and the student targets
-made from them (SPEC 6.2's max-PL blend, then fold choice, sharpening and zeroing).
+"""How pseudo-labels reach the students: targets from a pseudo-label table (SPEC 6.2's max-PL blend,
+then fold choice, sharpening and zeroing), how likely each window is to be drawn, and the per-fold
+mix or stream that carries them into training.
 
-The pseudo-label table has one row per (soundscape, window, fold):
+The pseudo-label table (written by the pseudo_label stage) has one row per (soundscape, window, fold):
     soundscape_id, window (0-based), start_second, fold, then one probability column per class
 sorted by soundscape, fold, window: no ensembling and no post-processing (SPEC 5).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
 from birdclef.config import PseudoLabelStreamConfig
-from birdclef.inference import Ensemble
-from birdclef.io import progress
-from birdclef.store import AudioStore
-from birdclef.windows import frame_windows, window_samples
+from birdclef.data import (
+    PSEUDO_MIX_KEY,
+    PseudoLabelDataset,
+    PseudoLabelStream,
+    SoundscapeWindows,
+    WindowMix,
+)
+from birdclef.engine import FoldJob
 
 EPS = 1e-7  # SPEC 6.2 clips probabilities to [1e-7, 1 - 1e-7] before the logit
-
-
-def label_soundscapes(store: AudioStore, ensemble: Ensemble, batch: int) -> pd.DataFrame:
-    """Every fold of `ensemble` on every window of every soundscape of `store`."""
-    cfg, folds, classes = ensemble.frontend_cfg, ensemble.folds, ensemble.classes
-    window = window_samples(cfg)
-    frames = []
-    index = store.index.sort_values("soundscape_id", kind="stable")
-    for row in progress(index.itertuples(), total=len(index), desc="pseudo-label", unit="soundscape"):
-        windows = frame_windows(store.read(row.shard, row.offset, row.length), window, cfg.sample_rate)
-        probs = expit(ensemble.logits(windows, batch))
-        n = len(windows)
-        for fold, fold_probs in zip(folds, probs):
-            frame = pd.DataFrame(fold_probs.astype(np.float32), columns=classes)
-            frame.insert(0, "fold", np.int16(fold))
-            frame.insert(0, "start_second", (np.arange(n) * cfg.window_seconds).astype(np.float32))
-            frame.insert(0, "window", np.arange(n, dtype=np.int32))
-            frame.insert(0, "soundscape_id", row.soundscape_id)
-            frames.append(frame)
-    if not frames:
-        return empty_table(classes)
-    table = pd.concat(frames, ignore_index=True)
-    return table.sort_values(["soundscape_id", "fold", "window"], kind="stable", ignore_index=True)
-
-
-def empty_table(classes: list[str]) -> pd.DataFrame:
-    columns = {"soundscape_id": pd.Series(dtype=str), "window": pd.Series(dtype=np.int32),
-               "start_second": pd.Series(dtype=np.float32), "fold": pd.Series(dtype=np.int16)}
-    columns.update({c: pd.Series(dtype=np.float32) for c in classes})
-    return pd.DataFrame(columns)
-
-
-def summary(table: pd.DataFrame, classes: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Counts and confidence of a pseudo-label set; the histogram of each row's top probability."""
-    probs = table[classes].to_numpy()
-    max_prob = probs.max(axis=1) if len(probs) else np.zeros(0)
-    metrics: dict[str, Any] = {
-        "rows": int(len(table)),
-        "soundscapes": int(table["soundscape_id"].nunique()),
-        "folds": sorted(int(f) for f in table["fold"].unique()),
-        "mean_max_prob": float(max_prob.mean()) if len(probs) else 0.0,
-        "mean_prob": float(probs.mean()) if len(probs) else 0.0,
-        "per_class_mean": {c: float(v) for c, v in zip(classes, probs.mean(axis=0))}
-        if len(probs) else {},
-    }
-    counts, edges = np.histogram(max_prob, bins=20, range=(0.0, 1.0))
-    histogram = pd.DataFrame({"max_prob": np.round(edges[:-1] + 0.025, 3), "windows": counts})
-    return metrics, histogram
 
 
 def blend_max_pl(fold_probs: np.ndarray) -> np.ndarray:
@@ -127,3 +85,31 @@ def sharpen(probs: np.ndarray, power: float, threshold: float) -> np.ndarray:
 def confidence_weights(targets: np.ndarray) -> np.ndarray:
     """Sampling weight of each window: its top target probability."""
     return targets.max(axis=1).astype(np.float64)
+
+
+def pseudo_label_setup(
+    cfg: PseudoLabelStreamConfig, windows: SoundscapeWindows, targets: dict[int, np.ndarray],
+    seed: int,
+) -> Callable[[FoldJob], FoldJob]:
+    """The per-fold change to a job: the pseudo-label mix or stream of `cfg`."""
+    def setup(job: FoldJob) -> FoldJob:
+        if job.fold not in targets:
+            raise ValueError(
+                f"student fold {job.fold} needs the labeller's fold {job.fold}; the pseudo-labels "
+                f"have folds {sorted(targets)} (set student.pseudo_labels.fold_source: mean)"
+            )
+        fold_targets = targets[job.fold]
+        use_targets = cfg.targets == "pseudo"
+        if cfg.mode == "mix":
+            weights = confidence_weights(fold_targets) if cfg.sampling == "confidence" else None
+            mix = WindowMix(windows, cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max),
+                            PSEUDO_MIX_KEY, fold_targets if use_targets else None, weights,
+                            pseudo=True)
+            return replace(job, window_mixes=[*job.window_mixes, mix])
+        dataset = PseudoLabelDataset(windows, fold_targets, cfg.dup, cfg.windows_per_soundscape,
+                                     seed + job.fold, use_targets)
+        stream = PseudoLabelStream(dataset, cfg.soundscapes_per_batch, cfg.shuffle,
+                                   seed + job.fold, cfg.restart)
+        return replace(job, pseudo_labels=stream)
+
+    return setup

@@ -26,7 +26,8 @@ import pandas as pd
 from birdclef import paths, tracking
 from birdclef.config import Params, TrainConfig
 from birdclef.data import BACKGROUND_KEY, SoundscapeWindows, WindowMix
-from birdclef.engine import FoldJob, FoldResult, numerical_environment, resolve_device, train_fold
+from birdclef.device import resolve_device
+from birdclef.engine import FoldJob, FoldResult, numerical_environment, train_fold
 from birdclef.io import atomic_path, write_csv, write_json, write_parquet
 from birdclef.metrics import competition_score, per_class_auc
 from birdclef.store import AudioStore

@@ -22,7 +22,7 @@ from scipy.special import expit
 
 from birdclef import paths, tracking
 from birdclef.config import Params
-from birdclef.engine import resolve_device, set_threads
+from birdclef.device import resolve_device, set_threads
 from birdclef.evaluation import (
     RESAMPLE_SEED,
     ModelSetScores,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from birdclef import paths, tracking
 from birdclef.config import Params
-from birdclef.engine import resolve_device, set_threads
+from birdclef.device import resolve_device, set_threads
 from birdclef.evaluation import (
     RESAMPLE_SEED,
     align,

@@ -35,6 +35,7 @@ from birdclef.inference import (
 from birdclef.io import atomic_path, sha256_file, write_json
 from birdclef.metrics import competition_score
 from birdclef.model import load_checkpoint
+from birdclef.registry import register_ensemble
 from birdclef.windows import window_samples
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ MIN_PARITY_WINDOWS = 48
 def export_fold(checkpoint: Path, out_file: Path, opset: int) -> dict[str, Any]:
     """Write one fold's backbone as a self-contained ONNX file; return the checkpoint's meta."""
     model, meta = load_checkpoint(checkpoint)
-    cfg = meta["frontend_cfg"]
     images = model.frontend(torch.zeros(2, window_samples(model.frontend.cfg)))
     with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (module docstring); its notices are noise here.
@@ -151,7 +151,7 @@ def main(params: Params) -> None:
         if params.tracking.log_models:
             pl_hash = str(load_checkpoint(checkpoints[0])[1]["extra"].get("pseudo_labels_sha256", ""))
             tags = {"pseudo_labels.sha256": pl_hash, "round": str(rounds[-1])}
-            version = tracking.register_ensemble(run, paths.ONNX, REGISTERED_NAME, tags)
+            version = register_ensemble(run, paths.ONNX, REGISTERED_NAME, tags)
             metrics["registered_version"] = int(version)
         write_json(paths.metrics("export"), metrics)
     log.info("export: round %d, %d models, parity %.1e, ONNX %.1f vs eager %.1f windows/s (%.1fx)%s",

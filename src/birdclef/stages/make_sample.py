@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from birdclef import paths, tracking
 from birdclef.config import Params
 from birdclef.io import write_json
 from birdclef.synth import make_sample_corpus
 
+log = logging.getLogger(__name__)
 METRICS = paths.metrics("make_sample")
 
 
@@ -18,4 +21,7 @@ def main(params: Params) -> None:
         numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
         write_json(METRICS, numbers)
         run.log_metrics(numbers)
-    print(f"make_sample: {summary}")
+    log.info("make_sample: %s species, %s unlabelled and %s labelled soundscapes, %.0f s of audio "
+             "in %.0f s -> %s", summary["n_species"], summary["unlabeled_soundscapes"],
+             summary["labelled_soundscapes"], summary["audio_seconds"], summary["seconds_taken"],
+             summary["out_dir"])

@@ -9,8 +9,7 @@ Outputs (data contracts in the README):
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -24,34 +23,19 @@ from birdclef.paths import CLIPS, METADATA, SOUNDSCAPES
 from birdclef.audio import AUDIO_SUFFIXES, decode, decode_edges
 from birdclef.config import AudioConfig, Params
 from birdclef.io import atomic_path, progress, write_json, write_parquet
+from birdclef.parallel import ordered_map, worker_count
 from birdclef.selection import merge_and_cap, records_to_decode
 from birdclef.sources import read_near_duplicates, read_sources
 from birdclef.store import ShardWriter
 
+log = logging.getLogger(__name__)
 METRICS = paths.metrics("preprocess")
 
 
-def worker_count(requested: int) -> int:
-    return requested or os.cpu_count() or 1
-
-
-def parallel_map(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str) -> Iterator:
-    """Ordered map over a process pool (results come back in input order: deterministic stores)."""
-    bar = progress(total=len(items), desc=desc, unit="file", mininterval=1.0)
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            yield fn(item)
-            bar.update()
-    else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for result in pool.imap(fn, items, chunksize=4):
-                yield result
-                bar.update()
-    bar.close()
-
-
-def _decode_record(path: str, sample_rate: int, seconds: float) -> tuple:
-    return decode_edges(path, sample_rate, seconds)
+def decode_all(fn: Callable[[str], Any], files: list[str], workers: int, desc: str) -> Iterator:
+    """fn over the files in a bounded worker pool, in order (deterministic stores), with a bar."""
+    return iter(progress(ordered_map(fn, files, min(worker_count(workers), max(1, len(files)))),
+                         total=len(files), desc=desc, unit="file", mininterval=1.0))
 
 
 def write_clip_store(
@@ -60,9 +44,9 @@ def write_clip_store(
     """Decode the first and last `clip_seconds` of each record into a store: (index, bytes)."""
     keep = int(round(cfg.clip_seconds * cfg.sample_rate))
     writer = ShardWriter(directory, cfg.store_dtype, cfg.shard_mb << 20)
-    fn = partial(_decode_record, sample_rate=cfg.sample_rate, seconds=cfg.clip_seconds)
+    fn = partial(decode_edges, sample_rate=cfg.sample_rate, seconds=cfg.clip_seconds)
     rows = []
-    decoded = parallel_map(fn, records["audio_path"].tolist(), worker_count(cfg.workers), "clips")
+    decoded = decode_all(fn, records["audio_path"].tolist(), cfg.workers, "clips")
     for record_id, (first, last, total, source_rate) in zip(records["record_id"], decoded):
         first_at = writer.append(first)
         # A record no longer than the clip is stored once; both addresses point at it.
@@ -100,7 +84,7 @@ def write_soundscape_store(
     writer = ShardWriter(directory, cfg.store_dtype, cfg.shard_mb << 20)
     fn = partial(decode, sample_rate=cfg.sample_rate)
     rows = []
-    decoded = parallel_map(fn, [str(p) for p in paths], worker_count(cfg.workers), "soundscapes")
+    decoded = decode_all(fn, [str(p) for p in paths], cfg.workers, "soundscapes")
     for path, audio in zip(paths, decoded):
         rows.append((path.stem, str(path), *writer.append(audio)))
     index = pd.DataFrame(rows, columns=["soundscape_id", "path", "shard", "offset", "length"])
@@ -156,4 +140,6 @@ def main(params: Params) -> None:
         metrics = preprocess(params)
         run.log_metrics(metrics)
         run.log_artifact(METADATA, "tables")
-    print(f"preprocess: {metrics}")
+    log.info("preprocess: %d candidate records, %d decoded (%.0f records/s), %d soundscapes, %.1f s",
+             metrics["candidates"], metrics["records_decoded"], metrics["records_per_second"],
+             metrics["soundscapes"], metrics["seconds"])

@@ -2,7 +2,9 @@
 unlabelled soundscape (SPEC 5). Round 1's labellers are the teachers, round r's the students of round
 r-1. A round beyond `pseudo_label.rounds` writes an empty table, which leaves its students untrained.
 
-Outputs: data/pseudo_labels/round{r}.parquet (schema in birdclef.pseudo_labels),
+Outputs: data/pseudo_labels/round{r}.parquet (one row per soundscape, window and fold:
+soundscape_id, window, start_second, fold, then one probability column per class; no ensembling and
+no post-processing, SPEC 5),
 metrics/pseudo_label_round{r}.json (with the table's sha256), reports/pseudo_label_round{r}_max_prob.csv.
 """
 
@@ -10,20 +12,74 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
 
 from birdclef import paths, tracking
 from birdclef.config import Params
-from birdclef.engine import resolve_device, set_threads
-from birdclef.inference import TorchEnsemble
-from birdclef.io import sha256_file, write_csv, write_json, write_parquet
-from birdclef.pseudo_labels import empty_table, label_soundscapes, summary
+from birdclef.io import progress, sha256_file, write_csv, write_json, write_parquet
 from birdclef.store import AudioStore
+from birdclef.windows import frame_windows, window_samples
+
+if TYPE_CHECKING:
+    from birdclef.inference import Ensemble
 
 log = logging.getLogger(__name__)
 
 
 def name(round_: int) -> str:
     return f"pseudo_label_round{round_}"
+
+
+def label_soundscapes(store: AudioStore, ensemble: Ensemble, batch: int) -> pd.DataFrame:
+    """Every fold of `ensemble` on every window of every soundscape of `store`."""
+    cfg, folds, classes = ensemble.frontend_cfg, ensemble.folds, ensemble.classes
+    window = window_samples(cfg)
+    frames = []
+    index = store.index.sort_values("soundscape_id", kind="stable")
+    for row in progress(index.itertuples(), total=len(index), desc="pseudo-label", unit="soundscape"):
+        windows = frame_windows(store.read(row.shard, row.offset, row.length), window, cfg.sample_rate)
+        probs = expit(ensemble.logits(windows, batch))
+        n = len(windows)
+        for fold, fold_probs in zip(folds, probs):
+            frame = pd.DataFrame(fold_probs.astype(np.float32), columns=classes)
+            frame.insert(0, "fold", np.int16(fold))
+            frame.insert(0, "start_second", (np.arange(n) * cfg.window_seconds).astype(np.float32))
+            frame.insert(0, "window", np.arange(n, dtype=np.int32))
+            frame.insert(0, "soundscape_id", row.soundscape_id)
+            frames.append(frame)
+    if not frames:
+        return empty_table(classes)
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["soundscape_id", "fold", "window"], kind="stable", ignore_index=True)
+
+
+def empty_table(classes: list[str]) -> pd.DataFrame:
+    columns = {"soundscape_id": pd.Series(dtype=str), "window": pd.Series(dtype=np.int32),
+               "start_second": pd.Series(dtype=np.float32), "fold": pd.Series(dtype=np.int16)}
+    columns.update({c: pd.Series(dtype=np.float32) for c in classes})
+    return pd.DataFrame(columns)
+
+
+def summary(table: pd.DataFrame, classes: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Counts and confidence of a pseudo-label set; the histogram of each row's top probability."""
+    probs = table[classes].to_numpy()
+    max_prob = probs.max(axis=1) if len(probs) else np.zeros(0)
+    metrics: dict[str, Any] = {
+        "rows": int(len(table)),
+        "soundscapes": int(table["soundscape_id"].nunique()),
+        "folds": sorted(int(f) for f in table["fold"].unique()),
+        "mean_max_prob": float(max_prob.mean()) if len(probs) else 0.0,
+        "mean_prob": float(probs.mean()) if len(probs) else 0.0,
+        "per_class_mean": {c: float(v) for c, v in zip(classes, probs.mean(axis=0))}
+        if len(probs) else {},
+    }
+    counts, edges = np.histogram(max_prob, bins=20, range=(0.0, 1.0))
+    histogram = pd.DataFrame({"max_prob": np.round(edges[:-1] + 0.025, 3), "windows": counts})
+    return metrics, histogram
 
 
 def main(params: Params, round_: int = 1) -> None:
@@ -38,6 +94,10 @@ def main(params: Params, round_: int = 1) -> None:
         tracking.write_inactive_run_file(name(round_))
         log.info("%s: inactive (pseudo_label.rounds is %d)", name(round_), params.pseudo_label.rounds)
         return
+    # torch-heavy modules are imported here: an inactive round finishes in a second without them
+    from birdclef.device import resolve_device, set_threads
+    from birdclef.inference import TorchEnsemble
+
     with tracking.stage_run(
         name(round_), {"pseudo_label": params.pseudo_label.model_dump(), "round": round_},
         params.tracking.experiment, inputs=[str(labeller), str(paths.SOUNDSCAPES)],

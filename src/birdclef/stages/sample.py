@@ -9,6 +9,7 @@ Outputs:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from birdclef.selection import (
 from birdclef.sources import read_near_duplicates
 from birdclef.paths import CLASSES, METADATA, TRAIN
 
+log = logging.getLogger(__name__)
 METRICS = paths.metrics("sample")
 REPORT = paths.report("sample_species.csv")
 
@@ -96,4 +98,5 @@ def main(params: Params) -> None:
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.log_artifact(TRAIN, "tables")
         run.log_artifact(REPORT, "reports")
-    print(f"sample: {len(table)} training rows, {len(classes)} classes; {metrics}")
+    log.info("sample: %d training rows, %d classes, cap binds for %d species, extras fill %d",
+             len(table), len(classes), metrics["species_cap_binds"], metrics["species_extras_fill"])

@@ -14,18 +14,8 @@ from dataclasses import replace
 import pandas as pd
 
 from birdclef import paths, tracking
-from birdclef.config import Params, PseudoLabelStreamConfig
-from birdclef.data import (
-    PSEUDO_MIX_KEY,
-    PseudoLabelDataset,
-    PseudoLabelStream,
-    SoundscapeWindows,
-    WindowMix,
-)
-from birdclef.engine import FoldJob
+from birdclef.config import Params
 from birdclef.io import atomic_path, sha256_file, write_csv, write_json
-from birdclef.pseudo_labels import confidence_weights, student_targets
-from birdclef.training import run_training, soundscape_windows
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +24,6 @@ INACTIVE = "inactive.json"
 
 def name(round_: int) -> str:
     return f"student_round{round_}"
-
-
-def pseudo_label_setup(
-    cfg: PseudoLabelStreamConfig, windows: SoundscapeWindows, targets: dict[int, object],
-    seed: int,
-):
-    """The per-fold change to a job: the pseudo-label mix or stream of `cfg`."""
-    def setup(job: FoldJob) -> FoldJob:
-        if job.fold not in targets:
-            raise ValueError(
-                f"student fold {job.fold} needs the labeller's fold {job.fold}; the pseudo-labels "
-                f"have folds {sorted(targets)} (set student.pseudo_labels.fold_source: mean)"
-            )
-        fold_targets = targets[job.fold]
-        use_targets = cfg.targets == "pseudo"
-        if cfg.mode == "mix":
-            weights = confidence_weights(fold_targets) if cfg.sampling == "confidence" else None
-            mix = WindowMix(windows, cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max),
-                            PSEUDO_MIX_KEY, fold_targets if use_targets else None, weights,
-                            pseudo=True)
-            return replace(job, window_mixes=[*job.window_mixes, mix])
-        dataset = PseudoLabelDataset(windows, fold_targets, cfg.dup, cfg.windows_per_soundscape,
-                                     seed + job.fold, use_targets)
-        stream = PseudoLabelStream(dataset, cfg.soundscapes_per_batch, cfg.shuffle,
-                                   seed + job.fold, cfg.restart)
-        return replace(job, pseudo_labels=stream)
-
-    return setup
 
 
 def write_inactive(round_: int) -> None:
@@ -77,13 +39,13 @@ def write_inactive(round_: int) -> None:
     log.info("train_student round %d: inactive (its pseudo-label table is empty)", round_)
 
 
-def main(params: Params, round_: int = 1) -> None:
+def train_round(params: Params, round_: int, table: pd.DataFrame) -> None:
+    # torch-heavy modules are imported here: an inactive round finishes in a second without them
+    from birdclef.engine import FoldJob
+    from birdclef.pseudo_labels import pseudo_label_setup, student_targets
+    from birdclef.training import run_training, soundscape_windows
+
     cfg, pl_cfg = params.student, params.student.pseudo_labels
-    table = pd.read_parquet(paths.pseudo_labels(round_))
-    out = paths.students(round_)
-    if table.empty:
-        write_inactive(round_)
-        return
     classes = json.loads(paths.CLASSES.read_text())
     windows = soundscape_windows(params)
     targets = student_targets(table, classes, windows.keys, pl_cfg)
@@ -95,12 +57,19 @@ def main(params: Params, round_: int = 1) -> None:
             job = replace(job, init_checkpoint=labeller / f"fold{job.fold}.pt")
         return pl_setup(job) if pl_cfg.enabled else job
 
-    pl_hash = sha256_file(paths.pseudo_labels(round_))
     run_training(
-        name(round_), cfg, params, out, stage=f"train_student_round{round_}",
+        name(round_), cfg, params, paths.students(round_), stage=f"train_student_round{round_}",
         inputs=[str(paths.TRAIN), str(paths.CLIPS), str(paths.SOUNDSCAPES),
                 str(paths.pseudo_labels(round_))],
         upstream=["sample", f"pseudo_label_round{round_}"], setup=setup,
-        extra={"round": round_, "pseudo_labels_sha256": pl_hash},
+        extra={"round": round_, "pseudo_labels_sha256": sha256_file(paths.pseudo_labels(round_))},
         logged={"round": round_},
     )
+
+
+def main(params: Params, round_: int = 1) -> None:
+    table = pd.read_parquet(paths.pseudo_labels(round_))
+    if table.empty:
+        write_inactive(round_)
+    else:
+        train_round(params, round_, table)

@@ -1,0 +1,19 @@
+"""Where models run: the device a config names, and the CPU threads torch may use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when there is a GPU, else the CPU."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU threads: `threads`, or one per core when 0."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
