@@ -26,7 +26,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e and not slow"
 
 # Switch the active params to a profile: profiles/base.yaml with profiles/$(PROFILE).yaml over it.
 profile: venv

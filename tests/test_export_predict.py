@@ -25,6 +25,8 @@ from birdclef.prediction import predict_folder
 from birdclef.windows import frame_windows, window_samples
 from tests.conftest import REPO, tone, write_audio
 
+pytestmark = pytest.mark.slow  # exports real ONNX models
+
 CLASSES = ["aaa", "bbb", "ccc", "ddd", "eee"]
 PL_SHA = "0123abcd"
 

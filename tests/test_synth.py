@@ -224,6 +224,7 @@ def test_window_labels(corpus: Path) -> None:
     assert values.sum() >= 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_corpus_other_seed_differs(corpus: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     make_sample_corpus(small_config(), again, progress=False)
@@ -247,6 +248,7 @@ def test_same_seed_same_corpus_other_seed_differs(corpus: Path, tmp_path: Path) 
     assert not a.equals(b)
 
 
+@pytest.mark.slow
 def test_replaces_existing_output_atomically(tmp_path: Path) -> None:
     out = tmp_path / "sample"
     out.mkdir()
