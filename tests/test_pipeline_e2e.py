@@ -78,17 +78,19 @@ def test_data_outputs(repo: Path) -> None:
     assert table["record_id"].is_unique
     classes = json.loads((repo / "data/processed/classes.json").read_text())
     assert classes == sorted(table["primary_label"].unique())
-    sample = json.loads((repo / "metrics/sample.json").read_text())
+    sample = json.loads((repo / "reports/details/sample.json").read_text())
     assert sample["training_rows"] == len(table)
     assert not list(repo.glob("data/**/*.tmp-*")) and not list(repo.glob("data/**/.*.tmp-*"))
 
 
 def test_teacher_and_pseudo_labels(repo: Path) -> None:
     teacher = json.loads((repo / "metrics/teacher.json").read_text())
-    assert 0.0 <= teacher["oof_auc"] <= 1.0
-    assert teacher["environment"]["torch"] and teacher["environment"]["threads"]
+    assert set(teacher) == {"oof_auc", "fold_auc_mean", "fold_auc_std"}  # headline only
+    details = json.loads((repo / "reports/details/teacher.json").read_text())
+    assert details["oof_auc"] == teacher["oof_auc"]
+    assert details["environment"]["torch"] and details["environment"]["threads"]
     assert sorted(p.name for p in (repo / "models/teacher").glob("fold*.pt")) == ["fold0.pt", "fold1.pt"]
-    pl_metrics = json.loads((repo / "metrics/pseudo_label_round1.json").read_text())
+    pl_metrics = json.loads((repo / "reports/details/pseudo_label_round1.json").read_text())
     pl = pd.read_parquet(repo / "data/pseudo_labels/round1.parquet")
     # 2 soundscapes x 30 s -> 6 windows each, for each of 2 teacher folds
     assert len(pl) == pl_metrics["rows"] == 2 * 6 * 2
@@ -139,10 +141,10 @@ def test_param_change_reruns_only_its_stage_and_after(repo: Path, section, key, 
 
 def test_forced_rerun_gives_byte_identical_checkpoints_and_pseudo_labels(repo: Path) -> None:
     lock_before = yaml.safe_load((repo / "dvc.lock").read_text())
-    first = json.loads((repo / "metrics/pseudo_label_round1.json").read_text())["sha256"]
+    first = json.loads((repo / "reports/details/pseudo_label_round1.json").read_text())["sha256"]
     sh(repo, "dvc", "repro", "-f", "-s", "train_teacher")
     sh(repo, "dvc", "repro", "-f", "-s", "pseudo_label@1")
-    assert json.loads((repo / "metrics/pseudo_label_round1.json").read_text())["sha256"] == first
+    assert json.loads((repo / "reports/details/pseudo_label_round1.json").read_text())["sha256"] == first
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     teacher_out = lambda lk: [o for o in lk["stages"]["train_teacher"]["outs"]  # noqa: E731
                               if o["path"] == "models/teacher"][0]["md5"]
@@ -151,9 +153,11 @@ def test_forced_rerun_gives_byte_identical_checkpoints_and_pseudo_labels(repo: P
 
 
 def test_export_and_evaluate(repo: Path) -> None:
-    export = json.loads((repo / "metrics/export.json").read_text())
+    export = json.loads((repo / "reports/details/export.json").read_text())
     assert export["n_models"] == 2 and export["parity_max_abs_diff"] < 1e-3 and export["round"] == 1
-    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    headline = json.loads((repo / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((repo / "reports/details/evaluate.json").read_text())
+    assert headline["student"]["ensemble_smoothed"] == evaluate["student"]["ensemble_smoothed"]
     for role in ("teacher", "student"):
         for key in ("fold0", "fold1", "fold_mean", "fold_std", "ensemble", "ensemble_smoothed"):
             assert 0.0 <= evaluate[role][key] <= 1.0, (role, key)
@@ -184,13 +188,13 @@ def test_rounds_param_runs_two_rounds(repo: Path) -> None:
     ran = stages_run(log)
     assert {"pseudo_label@2", "train_student@2", "export", "evaluate"} <= set(ran)
     assert "train_teacher" not in ran and "train_student@1" not in ran  # only round 2 is new
-    round2 = exp_file(repo, "two-rounds", "metrics/student_round2.json")
+    round2 = exp_file(repo, "two-rounds", "reports/details/student_round2.json")
     assert round2["steps"] > 0 and round2["pseudo_label_windows"] > 0
-    assert exp_file(repo, "two-rounds", "metrics/export.json")["round"] == 2
-    evaluate = exp_file(repo, "two-rounds", "metrics/evaluate.json")
+    assert exp_file(repo, "two-rounds", "reports/details/export.json")["round"] == 2
+    evaluate = exp_file(repo, "two-rounds", "reports/details/evaluate.json")
     assert evaluate["rounds"] == [1, 2]
     assert {"teacher", "student_round1", "student", "student_minus_student_round1"} <= set(evaluate)
-    labels = exp_file(repo, "two-rounds", "metrics/pseudo_label_round2.json")
+    labels = exp_file(repo, "two-rounds", "reports/details/pseudo_label_round2.json")
     assert labels["active"] and labels["rows"] == 2 * 6 * 2  # labelled by round 1's 2 students
 
 
@@ -203,8 +207,10 @@ def test_study_arms_seeds_and_report(repo: Path) -> None:
     assert [u["seed"] for u in units] == [7, 8] and report["vary"] == "corpus"
     for unit in units:
         assert {"teacher", "student", "control"} <= set(unit)
-        student = exp_file(repo, f"tstudy-s{unit['seed']}-student", "metrics/student_round1.json")
-        control = exp_file(repo, f"tstudy-s{unit['seed']}-control", "metrics/student_round1.json")
+        student = exp_file(repo, f"tstudy-s{unit['seed']}-student",
+                           "reports/details/student_round1.json")
+        control = exp_file(repo, f"tstudy-s{unit['seed']}-control",
+                           "reports/details/student_round1.json")
         assert control["pseudo_label_windows"] == 0 < student["pseudo_label_windows"]
         assert control["steps"] == student["steps"] > 0
     for arm in ("teacher", "student", "control"):

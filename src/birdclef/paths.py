@@ -39,7 +39,14 @@ def labeller(round_: int) -> Path:
 
 
 def metrics(name: str) -> Path:
+    """Headline numbers (DVC metrics: `dvc exp show`, `dvc metrics diff`)."""
     return METRICS / f"{name}.json"
+
+
+def details(name: str) -> Path:
+    """Everything else a stage measured (counts, timings, hashes, per-fold values): git-tracked,
+    not a DVC metric, so comparisons of experiments show the scores first."""
+    return REPORTS / "details" / f"{name}.json"
 
 
 def report(name: str) -> Path:

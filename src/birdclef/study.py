@@ -148,7 +148,7 @@ def read_output(ref: str, path: Path) -> bytes:
 
 def collect(exp: Experiment, ref: str) -> dict[str, Any]:
     """What the report needs from one finished experiment."""
-    evaluate = json.loads(read_output(ref, paths.metrics("evaluate")))
+    evaluate = json.loads(read_output(ref, paths.details("evaluate")))
     lock = yaml.safe_load(read_output(ref, Path("dvc.lock")))
     teacher_md5 = [o["md5"] for o in lock["stages"]["train_teacher"]["outs"]
                    if o["path"] == str(paths.TEACHER)][0]

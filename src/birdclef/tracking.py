@@ -51,13 +51,17 @@ def _mlflow():
     return mlflow
 
 
+# MLflow 3 opens an experiment of this kind on its runs table, not on the GenAI (traces) overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(mlflow: Any, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = (repo_root() / "mlartifacts").as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # another process created it first
         return mlflow.get_experiment_by_name(name).experiment_id
 
@@ -99,17 +103,26 @@ def pipeline_id() -> str:
 
 
 def lock_hashes(paths: list[str]) -> dict[str, str]:
-    """Content hashes DVC recorded in dvc.lock for these paths (upstream stage outputs)."""
+    """Content hashes of these paths as their producing stages recorded them in dvc.lock (the
+    `outs` of upstream stages, which DVC updated before this stage started)."""
     lock = Path("dvc.lock")
     if not lock.is_file():
         return {}
     data = yaml.safe_load(lock.read_text()) or {}
     found: dict[str, str] = {}
     for stage in (data.get("stages") or {}).values():
-        for entry in stage.get("outs", []) + stage.get("deps", []):
+        for entry in stage.get("outs", []):
             if entry.get("path") in paths and "md5" in entry:
                 found[entry["path"]] = entry["md5"]
     return found
+
+
+# Files that DVC and the stages themselves rewrite: their changes do not make the code dirty.
+NOT_SOURCE = (":!dvc.lock", ":!metrics", ":!reports", ":!runs", ":!**/.gitignore")
+
+
+def git_dirty() -> bool:
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_SOURCE))
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -143,16 +156,27 @@ def read_run_file(stage: str) -> dict[str, Any] | None:
 class StageRun:
     """Handle on an open MLflow run; the only API stages use to log."""
 
-    def __init__(self, mlflow: Any, run: Any, tags: Mapping[str, Any]) -> None:
+    def __init__(self, mlflow: Any, run: Any, tags: Mapping[str, Any], parent_id: str = "") -> None:
         self._mlflow = mlflow
         self.run = run
         self.run_id: str = run.info.run_id
+        self.parent_id = parent_id  # the pipeline run this stage run belongs to
         self.tags = dict(tags)
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
         self._mlflow.log_metrics(clean, step=step, run_id=self.run_id)
+
+    def log_headline(self, metrics: Mapping[str, float]) -> None:
+        """Numbers a user compares between experiments: on this run and on its pipeline run."""
+        self.log_metrics(metrics)
+        if self.parent_id:
+            self.log_metrics_to(self.parent_id, metrics)
+
+    def log_metrics_to(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        self._mlflow.log_metrics(clean, run_id=run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
@@ -178,6 +202,34 @@ class StageRun:
             yield StageRun(self._mlflow, run, {**self.tags, **(tags or {})})
 
 
+def pipeline_run_name() -> str:
+    """The DVC experiment's name, else the workspace at its commit."""
+    return os.environ.get("DVC_EXP_NAME") or f"workspace@{git_commit()[:8] or 'no-commit'}"
+
+
+def pipeline_parent(mlflow: Any, experiment_id: str, pid: str, tags: Mapping[str, Any]) -> str:
+    """The run of this pipeline run (one `dvc repro` or experiment): found by its pipeline id, or
+    created (with every param of params.yaml) by the first stage that runs. Stage runs nest under
+    it, and it collects the headline metrics, so one row of the MLflow UI holds a change and its
+    scores."""
+    client = mlflow.MlflowClient()
+    query = f"tags.`birdclef.pipeline_id` = '{pid}' and tags.`birdclef.kind` = 'pipeline'"
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=pipeline_run_name(), tags={
+        **{k: str(v) for k, v in tags.items() if not k.startswith(("birdclef.stage", "input.", "upstream."))},
+        "birdclef.kind": "pipeline"})
+    params_file = Path("params.yaml")
+    if params_file.is_file():
+        items = list(flatten(yaml.safe_load(params_file.read_text()) or {}).items())
+        for start in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=[
+                mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -194,8 +246,8 @@ def stage_run(
     tags: dict[str, Any] = {
         "birdclef.stage": os.environ.get("DVC_STAGE", stage),
         "birdclef.pipeline_id": pid,
-        "git.commit": _git("rev-parse", "HEAD"),
-        "git.dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git.commit": git_commit(),
+        "git.dirty": git_dirty(),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
     }
@@ -204,11 +256,13 @@ def stage_run(
     for name, info in upstream_runs.items():
         if info:
             tags[f"upstream.{name}.run_id"] = info["run_id"]
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage) as run:
-        handle = StageRun(mlflow, run, tags)
+    parent = pipeline_parent(mlflow, experiment_id, pid, tags)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent) as run:
+        handle = StageRun(mlflow, run, tags, parent)
         handle.log_params(params)
         yield handle
-    record = {"run_id": handle.run_id, "experiment_id": experiment_id, "pipeline_id": pid}
+    record = {"run_id": handle.run_id, "experiment_id": experiment_id, "pipeline_id": pid,
+              "pipeline_run_id": parent}
     write_json(run_file(stage), record)
 
 

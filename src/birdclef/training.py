@@ -3,8 +3,9 @@
 Outputs for a model set named N (`teacher`, `student_round1`, ...) in folder D:
     D/fold{k}.pt                  checkpoint (weights + config + class list), SPEC 4.11
     D/oof.parquet                 validation-row probabilities of each trained fold
-    metrics/N.json                per-fold AUC, their mean and spread, the OOF AUC, the numerical
-                                  environment of the run
+    metrics/N.json                the OOF AUC on the clips, the folds' mean and spread
+    reports/details/N.json        per-fold AUC, steps, pseudo-labelled windows seen, samples/s,
+                                  weight hashes, the numerical environment of the run
     reports/N_curves.csv          per-epoch loss, valid AUC, lr of every fold (DVC plot)
     reports/N_per_class_auc.csv   OOF AUC per species (DVC plot)
 A resume state per fold lives in .resume/N/ (not a DVC output) until every fold is done.
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # What a stage adds to one fold's job: pseudo-label mixes or stream, initial weights, ...
 FoldSetup = Callable[[FoldJob], FoldJob]
+HEADLINE = ("oof_auc", "fold_auc_mean", "fold_auc_std")  # clip scores a user compares
 
 
 def fold_list(cfg: TrainConfig, n_folds: int) -> list[int]:
@@ -147,10 +149,13 @@ def run_training(
         # Resume states are kept until every fold is done: a finished fold is not trained again
         # when an interrupted stage reruns; they go once the stage's outputs are complete.
         shutil.rmtree(paths.RESUME / name, ignore_errors=True)
-        write_json(paths.metrics(name), metrics)
+        headline = {k: metrics[k] for k in HEADLINE}
+        write_json(paths.metrics(name), headline)
+        write_json(paths.details(name), metrics)
         write_csv(paths.report(f"{name}_curves.csv"), curves(results))
         write_csv(paths.report(f"{name}_per_class_auc.csv"), per_class)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)})
+        run.log_headline({f"{name}.{k}": v for k, v in headline.items()})
         run.log_artifact(paths.report(f"{name}_per_class_auc.csv"), "reports")
     log.info("%s: %s", stage, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                          if isinstance(v, float)))

@@ -7,8 +7,9 @@ error over one-minute blocks of the evaluation; student minus teacher (and each 
 previous) is a paired difference on the same resamples. The teachers' pseudo-label targets, made
 the way the students get them, are scored against the known labels too (their quality by
 confidence).
-Outputs: metrics/evaluate.json, reports/evaluate_per_class.csv (DVC plot),
-data/evaluation/student*.parquet (scores files), an MLflow run.
+Outputs: metrics/evaluate.json (headline scores), reports/details/evaluate.json (everything: folds,
+standard errors, paired differences, pseudo-label quality), reports/evaluate_per_class.csv (DVC
+plot), data/evaluation/student.parquet (the shipped students' scores file), an MLflow run.
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ def compare(params: Params) -> tuple[dict[str, Any], pd.DataFrame]:
     return metrics, pd.DataFrame(per_class)
 
 
+HEADLINE = ("ensemble", "ensemble_smoothed", "fold_mean", "fold_std")
+
+
+def headline_scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The soundscape scores a user compares: every model set's ensemble (raw, smoothed) and its
+    folds' mean and spread, and the shipped students minus the teachers."""
+    out: dict[str, Any] = {name: {k: values[k] for k in HEADLINE}
+                           for name, values in metrics.items()
+                           if isinstance(values, dict) and "ensemble_smoothed" in values}
+    out["student_minus_teacher"] = metrics["student_minus_teacher"]["difference"]
+    return out
+
+
 def main(params: Params) -> None:
     set_threads(0)
     with tracking.stage_run(
@@ -107,11 +121,16 @@ def main(params: Params) -> None:
         upstream=["evaluate_teacher", "export"],
     ) as run:
         metrics, per_class = compare(params)
-        write_json(paths.metrics("evaluate"), metrics)
+        headline = headline_scores(metrics)
+        write_json(paths.metrics("evaluate"), headline)
+        write_json(paths.details("evaluate"), metrics)
         write_csv(paths.report("evaluate_per_class.csv"), per_class)
         run.log_metrics({f"{name}.{k}": v for name, values in metrics.items()
                          if isinstance(values, dict) for k, v in values.items()
                          if isinstance(v, float)})
+        flat = {f"{name}.{k}": v for name, values in headline.items() if isinstance(values, dict)
+                for k, v in values.items()}
+        run.log_headline({**flat, "student_minus_teacher": headline["student_minus_teacher"]})
         run.log_artifact(paths.report("evaluate_per_class.csv"), "reports")
     teacher, student = metrics["teacher"], metrics["student"]
     diff = metrics["student_minus_teacher"]

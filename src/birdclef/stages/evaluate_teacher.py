@@ -3,7 +3,7 @@
 
 A stage of its own so that every student arm of one corpus reuses it (DVC's run cache).
 Outputs: data/evaluation/teacher.parquet (per-fold logits of every window), data/evaluation/truth.parquet
-(the labels of the same windows), metrics/evaluate_teacher.json.
+(the labels of the same windows), reports/details/evaluate_teacher.json.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main(params: Params) -> None:
         metrics = {"teacher": result, "windows": len(scores.row_ids),
                    "soundscapes": int(len(set(scores.soundscapes))),
                    "positives_per_class": positives_per_class(truth, scores.classes)}
-        write_json(paths.metrics("evaluate_teacher"), metrics)
+        write_json(paths.details("evaluate_teacher"), metrics)
         run.log_metrics({f"teacher.{k}": v for k, v in result.items()})
     log.info("evaluate_teacher: ensemble %.4f smoothed (SE %.4f), folds %.4f +- %.4f",
              result["ensemble_smoothed"], result["ensemble_smoothed_se"], result["fold_mean"],

@@ -10,7 +10,7 @@ from birdclef.io import write_json
 from birdclef.synth import make_sample_corpus
 
 log = logging.getLogger(__name__)
-METRICS = paths.metrics("make_sample")
+DETAILS = paths.details("make_sample")
 
 
 def main(params: Params) -> None:
@@ -19,7 +19,7 @@ def main(params: Params) -> None:
     ) as run:
         summary = make_sample_corpus(params.make_sample)
         numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
-        write_json(METRICS, numbers)
+        write_json(DETAILS, numbers)
         run.log_metrics(numbers)
     log.info("make_sample: %s species, %s unlabelled and %s labelled soundscapes, %.0f s of audio "
              "in %.0f s -> %s", summary["n_species"], summary["unlabeled_soundscapes"],

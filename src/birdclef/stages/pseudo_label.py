@@ -5,7 +5,7 @@ r-1. A round beyond `pseudo_label.rounds` writes an empty table, which leaves it
 Outputs: data/pseudo_labels/round{r}.parquet (one row per soundscape, window and fold:
 soundscape_id, window, start_second, fold, then one probability column per class; no ensembling and
 no post-processing, SPEC 5),
-metrics/pseudo_label_round{r}.json (with the table's sha256), reports/pseudo_label_round{r}_max_prob.csv.
+reports/details/pseudo_label_round{r}.json (with the table's sha256), reports/pseudo_label_round{r}_max_prob.csv.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(params: Params, round_: int = 1) -> None:
         write_parquet(out, empty_table(classes))
         metrics, histogram = summary(empty_table(classes), classes)
         metrics.update({"round": round_, "active": False, "sha256": sha256_file(out)})
-        write_json(paths.metrics(name(round_)), metrics)
+        write_json(paths.details(name(round_)), metrics)
         write_csv(paths.report(f"{name(round_)}_max_prob.csv"), histogram)
         tracking.write_inactive_run_file(name(round_))
         log.info("%s: inactive (pseudo_label.rounds is %d)", name(round_), params.pseudo_label.rounds)
@@ -110,7 +110,7 @@ def main(params: Params, round_: int = 1) -> None:
         write_parquet(out, table)
         metrics, histogram = summary(table, ensemble.classes)
         metrics.update({"round": round_, "active": True, "sha256": sha256_file(out)})
-        write_json(paths.metrics(name(round_)), metrics)
+        write_json(paths.details(name(round_)), metrics)
         write_csv(paths.report(f"{name(round_)}_max_prob.csv"), histogram)
         run.log_params({"pseudo_labels.sha256": metrics["sha256"],
                         **{f"labeller.fold{f}.state_sha256": m["extra"].get("state_sha256", "")

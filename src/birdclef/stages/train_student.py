@@ -31,7 +31,8 @@ def write_inactive(round_: int) -> None:
     with atomic_path(paths.students(round_)) as tmp:
         tmp.mkdir()
         write_json(tmp / INACTIVE, {"round": round_, "active": False})
-    write_json(paths.metrics(name(round_)), {"round": round_, "active": False})
+    write_json(paths.metrics(name(round_)), {})
+    write_json(paths.details(name(round_)), {"round": round_, "active": False})
     write_csv(paths.report(f"{name(round_)}_curves.csv"),
               pd.DataFrame(columns=["fold", "epoch", "train_loss", "valid_auc", "lr", "samples_per_s"]))
     write_csv(paths.report(f"{name(round_)}_per_class_auc.csv"), pd.DataFrame(columns=["species", "auc"]))
