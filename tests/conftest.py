@@ -125,3 +125,49 @@ def kaggle_tree(tmp_path: Path) -> dict[str, Path]:
         "bc20": bc20,
         "bc00": root / "birdclef2024-additional-mp3",
     }
+
+
+@pytest.fixture
+def kaggle_tree_2025(tmp_path: Path) -> Path:
+    """A small birdclef-2025 folder (BirdCLEF+): an eBird-coded bird and an insect labelled by its
+    numeric iNaturalist taxon id, records from the XC, iNat and CSA collections, [''] for "no
+    secondary species" as in the real train.csv, one unlabelled 6-s train soundscape."""
+    bc25 = tmp_path / "raw" / "birdclef-2025"
+    rows = []
+    for label, stem, collection, secondary in [
+        ("1139490", "CSA36385", "CSA", "['']"),
+        ("1139490", "iNat1216197", "iNat", "['grekis']"),
+        ("grekis", "XC134896", "XC", "['1139490', '65448']"),
+    ]:
+        write_audio(bc25 / "train_audio" / label / f"{stem}.ogg", tone(2.0))
+        rows.append(
+            {
+                "primary_label": label,
+                "secondary_labels": secondary,
+                "type": "['']",
+                "filename": f"{label}/{stem}.ogg",
+                "collection": collection,
+                "rating": "0.0" if collection != "XC" else "4.5",
+                "url": "u",
+                "latitude": "6.3",
+                "longitude": "",
+                "scientific_name": "S",
+                "common_name": "C",
+                "author": "a",
+                "license": "cc-by-nc-sa 4.0",
+            }
+        )
+    write_csv(bc25 / "train.csv", rows)
+    write_csv(
+        bc25 / "taxonomy.csv",
+        [
+            {"primary_label": "1139490", "inat_taxon_id": "1139490", "scientific_name": "S",
+             "common_name": "C", "class_name": "Insecta"},
+            {"primary_label": "grekis", "inat_taxon_id": "6421", "scientific_name": "S",
+             "common_name": "C", "class_name": "Aves"},
+        ],
+    )
+    write_csv(bc25 / "sample_submission.csv",
+              [{"row_id": "soundscape_8358733_5", "1139490": 0.0, "grekis": 0.0}])
+    write_audio(bc25 / "train_soundscapes" / "H02_20230420_074000.ogg", tone(6.0))
+    return bc25

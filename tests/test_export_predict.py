@@ -61,7 +61,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_export_manifest_metrics_and_parity(workdir: Path) -> None:
-    metrics = json.loads((workdir / "metrics/export.json").read_text())
+    metrics = json.loads((workdir / "reports/details/export.json").read_text())
     assert metrics["n_models"] == 2 and metrics["opset"] == 18
     assert metrics["parity_max_abs_diff"] < 1e-3 and metrics["parity_auc_diff"] < 1e-3
     assert metrics["onnx_windows_per_s"] > 0 and metrics["torch_windows_per_s"] > 0
@@ -87,7 +87,7 @@ def test_registered_model_version(workdir: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     tracking._mlflow()
     version = mlflow.MlflowClient().get_model_version_by_alias(export.REGISTERED_NAME, "current")
-    assert int(version.version) == json.loads((workdir / "metrics/export.json").read_text())[
+    assert int(version.version) == json.loads((workdir / "reports/details/export.json").read_text())[
         "registered_version"]
     assert version.tags["pseudo_labels.sha256"] == PL_SHA
     assert version.tags["birdclef.stage"] == "export"
@@ -102,7 +102,7 @@ def test_failed_parity_leaves_models_untouched(workdir: Path, monkeypatch: pytes
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     before = {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir()}
-    metrics_before = (workdir / "metrics/export.json").read_bytes()
+    metrics_before = (workdir / "reports/details/export.json").read_bytes()
     params = tiny_params()
     strict = params.model_copy(update={"export": params.export.model_copy(
         update={"parity_atol": 1e-12}), "tracking": params.tracking.model_copy(
@@ -110,7 +110,7 @@ def test_failed_parity_leaves_models_untouched(workdir: Path, monkeypatch: pytes
     with pytest.raises(ValueError, match="ONNX parity failed"):
         export.main(strict)
     assert {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir()} == before
-    assert (workdir / "metrics/export.json").read_bytes() == metrics_before
+    assert (workdir / "reports/details/export.json").read_bytes() == metrics_before
     assert not list((workdir / "models").glob(".onnx.*"))  # no temp folder left behind
 
 

@@ -16,11 +16,13 @@ from birdclef.selection import (
     XC_SPECIES_COMMON,
     SelectionError,
     assign_folds,
+    drop_reasons,
     labelled_table,
     merge_and_cap,
+    records_to_decode,
     species_report,
 )
-from birdclef.sources import SCHEMA
+from birdclef.sources import SCHEMA, extra_sources, source_priority
 
 
 def table(source: str, rows: list[tuple[str, str]], secondary=None) -> pd.DataFrame:
@@ -210,3 +212,72 @@ def test_species_report_hand_count() -> None:
     ]
     assert bool(report.loc["aaa", "cap_binds"]) and not bool(report.loc["aaa", "extras_fill"])
     assert bool(report.loc["bbb", "extras_fill"]) and not bool(report.loc["bbb", "cap_binds"])
+
+
+def test_2025_as_main_source_ranks_first_then_years_by_recency() -> None:
+    tables = {
+        "bc25": table("bc25", [("iNat1", "1139490"), ("XC1", "grekis")]),
+        "bc24": table("bc24", [("XC2", "grekis"), ("XC1", "grekis"), ("XC9", "oldbird")]),
+        "bc23": table("bc23", [("XC3", "grekis"), ("XC4", "1139490")]),
+        "bc00": table("bc00", [("XC5", "grekis"), ("XC6", "1139490")]),
+    }
+    reasons = drop_reasons("bc25")
+    out = merge_and_cap(tables, cap=3, xc_species_threshold=2, main="bc25")
+    assert (out["status"] == "bc25").sum() == 2  # the main records keep their source as status
+    kept = out[out["status"] == KEPT].sort_values(["primary_label", "rank"])
+    assert kept[["record_id", "source", "rank"]].values.tolist() == [
+        ["XC4", "bc23", 2],  # 1139490: a numeric iNaturalist code, compared as a string
+        ["XC6", "bc00", 3],
+        ["XC2", "bc24", 2],  # grekis: bc24 before bc23, the xeno-canto extra set last
+        ["XC3", "bc23", 3],
+    ]
+    assert status_of(out, "XC5", "bc00") == OVER_CAP
+    assert status_of(out, "XC1", "bc24") == reasons.same_record_as_main == "dropped_same_record_as_bc25"
+    assert status_of(out, "XC9", "bc24") == reasons.not_main_species == "dropped_not_2025_species"
+    decoded = sorted(records_to_decode(out)["record_id"])
+    assert decoded == ["XC1", "XC2", "XC3", "XC4", "XC6", "iNat1"]
+
+
+def test_xeno_canto_threshold_counts_the_main_source() -> None:
+    tables = {
+        "bc25": table("bc25", [("A1", "aaa"), ("A2", "aaa")]),
+        "bc24": table("bc24", [(f"B{i}", "bbb") for i in range(5)] + [("B9", "aaa")]),
+        "bc00": table("bc00", [("X1", "aaa"), ("X2", "bbb")]),
+    }
+    out = merge_and_cap(tables, cap=10, xc_species_threshold=2, main="bc25")
+    assert status_of(out, "X1", "bc00") == "dropped_xc_species_has_enough_bc25"  # 2 bc25 records
+    assert status_of(out, "X2", "bc00") == "dropped_not_2025_species"  # bbb is a 2024 species only
+
+
+def test_main_2024_with_2025_as_extra_ranks_2025_after_2024() -> None:
+    assert list(source_priority("bc24")) == ["bc24", "bc25", "bc23", "bc22", "bc21", "bc20", "bc00"]
+    assert extra_sources("bc24") == ["bc20", "bc21", "bc22", "bc23", "bc25", "bc00"]
+    assert extra_sources("bc25") == ["bc20", "bc21", "bc22", "bc23", "bc24", "bc00"]
+    tables = {
+        "bc24": table("bc24", [("A1", "aaa")]),
+        "bc23": table("bc23", [("A3", "aaa")]),
+        "bc25": table("bc25", [("A2", "aaa")]),
+    }
+    out = merge_and_cap(tables, cap=2, xc_species_threshold=10)
+    assert status_of(out, "A2", "bc25") == KEPT
+    assert status_of(out, "A3", "bc23") == OVER_CAP
+
+
+def test_2025_labelled_table_and_report_name_the_main_source() -> None:
+    bc25 = table("bc25", [("T1", "aaa"), ("T1", "65448"), ("Z2", "aaa")])
+    tables = {"bc25": bc25, "bc24": table("bc24", [("U1", "aaa"), ("U2", "65448")])}
+    out = merge_and_cap(tables, cap=3, xc_species_threshold=10, main="bc25")
+    labelled = labelled_table(out, pd.DataFrame({"r0": [], "r1": []}))
+    # main records first (two-folder T1 once, with both species), then the extras
+    assert labelled[["record_id", "source"]].values.tolist() == [
+        ["T1", "bc25"], ["Z2", "bc25"], ["U1", "bc24"], ["U2", "bc24"]]
+    assert labelled.iloc[0][["first_species", "last_species"]].tolist() == ["65448", "aaa"]
+    report = species_report(out, labelled, cap=3, main="bc25").set_index("species")
+    assert list(report.columns[:2]) == ["bc25_records", "kept_bc24"]
+    # T1 trains under its first species, 65448; it counts toward the cap of the later one, aaa
+    assert report.loc["aaa", ["bc25_records", "kept_bc24", "training_rows"]].tolist() == [2, 1, 2]
+
+
+def test_missing_main_source_is_a_clear_error() -> None:
+    with pytest.raises(SelectionError, match="main source bc25 was not read: set sources.bc25"):
+        merge_and_cap({"bc24": table("bc24", [("A1", "aaa")])}, 10, 10, main="bc25")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pydantic import ValidationError
+
 from birdclef.config import SourcesConfig
 from birdclef.sources import (
     SCHEMA,
@@ -18,6 +20,7 @@ from birdclef.sources import (
     read_near_duplicates,
     read_sources,
     read_species_folder_layout,
+    unlabelled_soundscape_folder,
 )
 
 
@@ -104,3 +107,58 @@ def test_near_duplicates_optional(tmp_path) -> None:
     path.write_text("first,second\n")
     with pytest.raises(SourceError, match="missing column"):
         read_near_duplicates(str(path))
+
+
+def test_bc25_layout(kaggle_tree_2025: Path) -> None:
+    df = read_species_folder_layout(kaggle_tree_2025, "bc25")
+    assert list(df.columns) == SCHEMA
+    assert (df["source"] == "bc25").all()
+    # the stem is the record id, its collection prefix included
+    assert df["record_id"].tolist() == ["CSA36385", "iNat1216197", "XC134896"]
+    assert df["primary_label"].tolist() == ["1139490", "1139490", "grekis"]
+    assert df["secondary_labels"].tolist() == [[], ["grekis"], ["1139490", "65448"]]
+    assert df["audio_path"].map(lambda p: Path(p).is_file()).all()
+    assert df["rating"].tolist() == [0.0, 0.0, 4.5]
+    assert df["longitude"].isna().all()
+
+
+def test_bc25_numeric_codes_stay_strings_through_parquet(kaggle_tree_2025, tmp_path) -> None:
+    cfg = SourcesConfig(root=str(kaggle_tree_2025.parent), main="bc25", bc25=str(kaggle_tree_2025))
+    df = read_sources(cfg)["bc25"]
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert back["primary_label"].tolist() == ["1139490", "1139490", "grekis"]
+    assert all(isinstance(v, str) for v in back["primary_label"])
+    assert all(isinstance(v, str) for labels in back["secondary_labels"] for v in labels)
+
+
+def test_main_source_chooses_the_soundscape_folder(kaggle_tree, kaggle_tree_2025) -> None:
+    bc25 = SourcesConfig(root=".", main="bc25", bc25=str(kaggle_tree_2025))
+    assert unlabelled_soundscape_folder(bc25) == kaggle_tree_2025 / "train_soundscapes"
+    bc24 = SourcesConfig(root=".", bc24=str(kaggle_tree["bc24"]), bc25=str(kaggle_tree_2025))
+    assert unlabelled_soundscape_folder(bc24) == kaggle_tree["bc24"] / "unlabeled_soundscapes"
+    assert list(read_sources(bc24)) == ["bc25", "bc24"]  # bc25 read as an extra source
+
+
+def test_main_source_folder_is_required() -> None:
+    with pytest.raises(ValidationError, match=r"bc25\n.*required when sources.main is 'bc25'"):
+        SourcesConfig(root=".", main="bc25", bc24="x")
+    with pytest.raises(ValidationError, match=r"bc24\n.*required when sources.main is 'bc24'"):
+        SourcesConfig(root=".", bc25="x")
+    assert SourcesConfig(root=".", main="bc25", bc25="x").main_path == "x"
+
+
+def test_bc25_errors_name_file_and_column(kaggle_tree_2025, kaggle_tree) -> None:
+    csv = kaggle_tree_2025 / "train.csv"
+    pd.read_csv(csv).drop(columns=["collection"]).to_csv(csv, index=False)
+    with pytest.raises(SourceError, match=r"birdclef-2025/train.csv: missing column.*collection"):
+        read_species_folder_layout(kaggle_tree_2025, "bc25")
+    # a 2024 folder given as the 2025 one: no train.csv there
+    with pytest.raises(SourceError, match=r"birdclef-2024/train.csv: metadata file not found"):
+        read_species_folder_layout(kaggle_tree["bc24"], "bc25")
+
+
+def test_bc25_missing_audio_is_reported(kaggle_tree_2025) -> None:
+    (kaggle_tree_2025 / "train_audio" / "1139490" / "iNat1216197.ogg").unlink()
+    with pytest.raises(SourceError, match=r"train.csv: 1 audio file.*1139490/iNat1216197.ogg"):
+        read_species_folder_layout(kaggle_tree_2025, "bc25")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,14 @@ import pytest
 import soundfile as sf
 
 from birdclef.config import MakeSampleConfig
+from birdclef.sources import read_species_folder_layout
 from birdclef.synth import (
     BC20_COLUMNS,
     BC21_COLUMNS,
     BC22_COLUMNS,
     BC24_COLUMNS,
+    BC25_COLUMNS,
+    TAXONOMY_2025_COLUMNS,
     TAXONOMY_COLUMNS,
     make_sample_corpus,
 )
@@ -45,6 +49,13 @@ def small_config(**changes: object) -> MakeSampleConfig:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "sample"
     make_sample_corpus(small_config(), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_2025(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth2025") / "sample"
+    make_sample_corpus(small_config(layout="2025", soundscape_seconds=60.0), out, progress=False)
     return out
 
 
@@ -277,3 +288,63 @@ def test_bad_config_leaves_nothing(tmp_path: Path) -> None:
             small_config(record_seconds_min=9.0, record_seconds_max=4.0), out, progress=False
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def layout_digest(root: Path) -> str:
+    """sha256 of every file's path and every table's bytes (audio bytes depend on the encoder)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            if path.suffix == ".csv":
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_2024_corpus_is_unchanged(corpus: Path) -> None:
+    # The digest of this config's corpus before the 2025 layout existed: the default layout must
+    # stay the same files with the same tables (the whole tree was byte-identical when measured).
+    assert layout_digest(corpus) == "b05a3781be4834ee70316cd57e29fcf060e8669270fa21851ab050df09fa7c4b"
+
+
+def test_2025_layout_columns_and_labels(corpus_2025: Path) -> None:
+    bc25 = corpus_2025 / "birdclef-2025"
+    assert not (corpus_2025 / "birdclef-2024").exists()
+    for year in ("Birdclef23", "Birdclef22", "Birdclef21", "Birdclef20", "labelled_soundscapes"):
+        assert (corpus_2025 / year).is_dir(), year
+    train = read(bc25 / "train.csv")
+    taxonomy = read(bc25 / "taxonomy.csv")
+    assert list(train.columns) == BC25_COLUMNS
+    assert list(taxonomy.columns) == TAXONOMY_2025_COLUMNS
+
+    numeric = taxonomy[taxonomy["primary_label"].str.isdigit()]
+    birds = taxonomy[~taxonomy["primary_label"].str.isdigit()]
+    assert len(numeric) == 2 and set(numeric["class_name"]) <= {"Insecta", "Amphibia", "Mammalia"}
+    assert (numeric["inat_taxon_id"] == numeric["primary_label"]).all()
+    assert (birds["class_name"] == "Aves").all() and birds["primary_label"].str.isalnum().all()
+    classes = sorted(taxonomy["primary_label"])
+    assert set(train["primary_label"]) == set(classes)
+    assert list(read(bc25 / "sample_submission.csv").columns) == ["row_id", *classes]
+    assert list(read(corpus_2025 / "labelled_soundscapes" / "labels.csv").columns) == [
+        "row_id", *classes]
+    assert "['']" in set(train["secondary_labels"])  # 2025's "no secondary species"
+
+
+def test_2025_layout_records_and_soundscapes(corpus_2025: Path) -> None:
+    bc25 = corpus_2025 / "birdclef-2025"
+    train = read(bc25 / "train.csv")
+    assert set(train["collection"]) == {"XC", "iNat", "CSA"}
+    stems = train["filename"].str.split("/").str[1].str.removesuffix(".ogg")
+    assert all(stem.startswith(c) and stem[len(c):].isdigit()
+               for stem, c in zip(stems, train["collection"], strict=True))
+    assert (train["filename"].str.split("/").str[0] == train["primary_label"]).all()
+    records = read_species_folder_layout(bc25, "bc25")  # every file named there exists
+    assert records["primary_label"].map(type).eq(str).all()
+    assert records["secondary_labels"].map(lambda labels: "" not in labels).all()
+    for pair in read(corpus_2025 / "near_duplicates.csv").itertuples(index=False):
+        assert (bc25 / "train_audio" / pair.r0).is_file() and (bc25 / "train_audio" / pair.r1).is_file()
+
+    scapes = sorted((bc25 / "train_soundscapes").glob("*.ogg"))
+    assert len(scapes) == SMALL["n_soundscapes"]
+    assert all(re.fullmatch(r"H\d\d_\d{8}_\d{6}", p.stem) for p in scapes)
+    assert all(sf.info(p).frames == 60 * 32000 for p in scapes)

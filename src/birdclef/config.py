@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from birdclef.paths import MAX_ROUNDS
 
@@ -32,7 +33,8 @@ class MakeSampleConfig(Section):
     out_dir: str
     seed: int
     n_species: int = Field(ge=4, le=60)
-    # bc24 focal recordings per species, from the most to the least common species (log-spaced).
+    # Focal recordings per species of the main competition (2024 or 2025: the names are from 2024),
+    # from the most to the least common species (log-spaced).
     bc24_records_max: int = Field(ge=5)
     bc24_records_min: int = Field(ge=5)
     # records per species in each extra source (previous years and the xeno-canto extra set)
@@ -45,16 +47,25 @@ class MakeSampleConfig(Section):
     eval_soundscape_seconds: float | None = Field(default=None, gt=0)
     record_seconds_min: float = Field(gt=0)
     record_seconds_max: float = Field(gt=0)
+    # The main competition's layout: birdclef-2024/ (eBird codes, XC records) or birdclef-2025/
+    # (BirdCLEF+: numeric iNaturalist codes for non-birds, XC, iNat and CSA records, taxonomy.csv).
+    layout: Literal["2024", "2025"] = "2024"
 
 
 class SourcesConfig(Section):
     """Where each source lives (SPEC 1.1). `null` means the source is absent.
 
     `root` is the folder DVC tracks as the raw-data input of preprocess: keep every source under it.
+    `main` is the competition that defines the task: its species are the classes, its soundscapes
+    are pseudo-labelled and its sample_submission.csv fixes the class order. Every other source is
+    extra data, ranked by recency (bc25 > bc24 > bc23 > bc22 > bc21 > bc20 > bc00).
     """
 
     root: str
-    bc24: str
+    main: Literal["bc24", "bc25"] = "bc24"
+    # validate_default: the main source's folder is required even when the key is left out.
+    bc25: str | None = Field(default=None, validate_default=True)
+    bc24: str | None = Field(default=None, validate_default=True)
     bc23: str | None = None
     bc22: str | None = None
     bc21: str | None = None
@@ -64,6 +75,19 @@ class SourcesConfig(Section):
     eval_soundscapes: str | None = None
     # Optional CSV of near-duplicate pairs (columns r0, r1: `<species>/<file>` paths), SPEC 4.1.
     near_duplicates: str | None = None
+
+    @field_validator("bc25", "bc24", mode="after")
+    @classmethod
+    def _main_source_is_set(cls, path: str | None, info: ValidationInfo) -> str | None:
+        main = info.data.get("main")
+        if path is None and main == info.field_name:
+            raise ValueError(f"required when sources.main is {main!r}: the main competition's folder")
+        return path
+
+    @property
+    def main_path(self) -> str:
+        """The main competition's folder (set: the validator above checks it)."""
+        return str(getattr(self, self.main))
 
 
 class AudioConfig(Section):

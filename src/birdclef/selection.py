@@ -5,24 +5,44 @@ All functions are pure pandas over the normalised schema of `sources`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-from birdclef.sources import EXTRA_SOURCES, SOURCE_PRIORITY
+from birdclef.sources import extra_sources, source_priority
 
-# Status of every candidate record after the merge, for the report.
+# Status of every candidate record after the merge, for the report. A main-competition record's
+# status is its source tag (bc24 or bc25); the reasons for dropping an extra name the main source.
 KEPT = "kept"
 BC24 = "bc24"
-NOT_2024_SPECIES = "dropped_not_2024_species"
-SAME_AS_BC24 = "dropped_same_record_as_bc24"
-XC_SPECIES_COMMON = "dropped_xc_species_has_enough_bc24"
 DUPLICATE = "dropped_duplicate_record"
 OVER_CAP = "dropped_over_cap"
 
 
+class DropReasons(NamedTuple):
+    not_main_species: str
+    same_record_as_main: str
+    xc_species_has_enough_main: str
+
+
+def drop_reasons(main: str) -> DropReasons:
+    """The statuses of extras dropped by the main source's filters, e.g. dropped_not_2024_species."""
+    return DropReasons(f"dropped_not_20{main[2:]}_species", f"dropped_same_record_as_{main}",
+                       f"dropped_xc_species_has_enough_{main}")
+
+
+NOT_2024_SPECIES, SAME_AS_BC24, XC_SPECIES_COMMON = drop_reasons(BC24)
+
+
 class SelectionError(ValueError):
     """The data cannot be split or selected as configured; the message says which species."""
+
+
+def is_main(candidates: pd.DataFrame) -> pd.Series:
+    """Rows of the main competition: the only rows whose status is their source."""
+    return candidates["status"] == candidates["source"]
 
 
 def map_bc20_secondaries(bc20: pd.DataFrame) -> pd.Series:
@@ -43,62 +63,76 @@ def map_bc20_secondaries(bc20: pd.DataFrame) -> pd.Series:
     return pd.Series(mapped, index=bc20.index, dtype=object)
 
 
-def merge_and_cap(
-    tables: dict[str, pd.DataFrame], cap: int, xc_species_threshold: int
-) -> pd.DataFrame:
-    """SPEC 3.2: every candidate record of every source, with `status` and `rank`.
-
-    Rows with status KEPT form the original's `all_train.csv` (the extra records); bc24 rows are
-    returned with status BC24. Output order is the original's sorted order (primary_label, source
-    descending), with dropped candidates appended after it.
-    """
-    bc24 = tables["bc24"]
-    bc24_names = set(bc24["record_id"])
-    bc24_species = set(bc24["primary_label"])
-    bc24_counts = bc24["primary_label"].value_counts()
+def filter_extra(
+    df: pd.DataFrame, source: str, main: pd.DataFrame, xc_species_threshold: int, reasons: DropReasons
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """One extra source's candidates that pass the main source's filters, and the dropped ones
+    (with their status)."""
     dropped: list[pd.DataFrame] = []
-    extras: list[pd.DataFrame] = []
 
     def drop(df: pd.DataFrame, mask: pd.Series, status: str) -> pd.DataFrame:
         if mask.any():
             dropped.append(df[mask].assign(status=status))
         return df[~mask]
 
-    for source in EXTRA_SOURCES:
-        if source not in tables:
-            continue
-        df = tables[source].copy()
-        if source == "bc00":
-            # Notebook 135: only species with fewer than the threshold bc24 records get xc extras;
-            # species missing from bc24 have a NaN count and are excluded too.
-            counts = df["primary_label"].map(bc24_counts)
-            df = drop(df, counts.isna(), NOT_2024_SPECIES)
-            counts = df["primary_label"].map(bc24_counts)
-            df = drop(df, counts >= xc_species_threshold, XC_SPECIES_COMMON)
-            df = drop(df, df["record_id"].isin(bc24_names), SAME_AS_BC24)
-        else:
-            df = drop(df, df["record_id"].isin(bc24_names), SAME_AS_BC24)
-            df = drop(df, ~df["primary_label"].isin(bc24_species), NOT_2024_SPECIES)
-            if source == "bc20":
-                df["secondary_labels"] = map_bc20_secondaries(df)
-        extras.append(df)
+    main_names = set(main["record_id"])
+    main_species = set(main["primary_label"])
+    main_counts = main["primary_label"].value_counts()
+    df = df.copy()
+    if source == "bc00":
+        # Notebook 135: only species with fewer than the threshold main records get xc extras;
+        # species missing from the main source have a NaN count and are excluded too.
+        counts = df["primary_label"].map(main_counts)
+        df = drop(df, counts.isna(), reasons.not_main_species)
+        counts = df["primary_label"].map(main_counts)
+        df = drop(df, counts >= xc_species_threshold, reasons.xc_species_has_enough_main)
+        df = drop(df, df["record_id"].isin(main_names), reasons.same_record_as_main)
+    else:
+        df = drop(df, df["record_id"].isin(main_names), reasons.same_record_as_main)
+        df = drop(df, ~df["primary_label"].isin(main_species), reasons.not_main_species)
+        if source == "bc20":
+            df["secondary_labels"] = map_bc20_secondaries(df)
+    return df, dropped
 
-    # Concatenation order bc20, bc21, bc22, bc23, bc00, bc24 decides ties in the stable sort.
-    merged = pd.concat([*extras, bc24.assign(status=BC24)], ignore_index=True)
+
+def merge_and_cap(
+    tables: dict[str, pd.DataFrame], cap: int, xc_species_threshold: int, main: str = BC24
+) -> pd.DataFrame:
+    """SPEC 3.2: every candidate record of every source, with `status` and `rank`.
+
+    Rows with status KEPT form the original's `all_train.csv` (the extra records); the main
+    source's rows are returned with their source as status. Output order is the original's sorted
+    order (primary_label, source descending), with dropped candidates appended after it.
+    """
+    if main not in tables:
+        raise SelectionError(f"the main source {main} was not read: set sources.{main}")
+    reasons = drop_reasons(main)
+    dropped: list[pd.DataFrame] = []
+    extras: list[pd.DataFrame] = []
+    for source in extra_sources(main):
+        if source in tables:
+            kept, gone = filter_extra(tables[source], source, tables[main], xc_species_threshold,
+                                      reasons)
+            extras.append(kept)
+            dropped.extend(gone)
+
+    # Concatenation order (extra years oldest first, bc00, the main source) decides ties in the
+    # stable sort.
+    merged = pd.concat([*extras, tables[main].assign(status=main)], ignore_index=True)
     merged["status"] = merged["status"].fillna(KEPT)
     merged["_pos"] = np.arange(len(merged))
-    merged["_priority"] = merged["source"].map(SOURCE_PRIORITY)
+    merged["_priority"] = merged["source"].map(source_priority(main))
     merged = merged.sort_values(
         ["primary_label", "_priority", "_pos"], ascending=[False, False, True], kind="stable"
     )
     duplicate = merged.duplicated("record_id", keep="first")
-    # A bc24 record filed under two species is counted once, under the alphabetically later
-    # species (the first in descending order); its other row stays a bc24 training row, unranked.
-    two_folder = duplicate & (merged["source"] == "bc24")
+    # A main record filed under two species is counted once, under the alphabetically later
+    # species (the first in descending order); its other row stays a training row, unranked.
+    two_folder = duplicate & (merged["source"] == main)
     dropped.append(merged[duplicate & ~two_folder].assign(status=DUPLICATE))
     ranked = merged[~duplicate].copy()
     ranked["rank"] = ranked.groupby("primary_label", sort=False).cumcount() + 1
-    over_cap = (ranked["source"] != "bc24") & (ranked["rank"] > cap)
+    over_cap = (ranked["source"] != main) & (ranked["rank"] > cap)
     ranked.loc[over_cap, "status"] = OVER_CAP
     out = pd.concat([ranked, merged[two_folder], *dropped], ignore_index=True)
     out["rank"] = out["rank"].astype("Int64")
@@ -106,29 +140,30 @@ def merge_and_cap(
 
 
 def records_to_decode(candidates: pd.DataFrame) -> pd.DataFrame:
-    """One row per record whose audio is needed: bc24 records and kept extras (first occurrence)."""
-    needed = candidates[candidates["status"].isin([BC24, KEPT])]
+    """One row per record whose audio is needed: main records and kept extras (first occurrence)."""
+    needed = candidates[is_main(candidates) | (candidates["status"] == KEPT)]
     return needed.drop_duplicates("record_id", keep="first").reset_index(drop=True)
 
 
 def labelled_table(candidates: pd.DataFrame, near_duplicates: pd.DataFrame) -> pd.DataFrame:
-    """SPEC 4.1: one row per training record, bc24 first (sorted by record), then the extras.
+    """SPEC 4.1: one row per training record, the main competition's first (sorted by record),
+    then the extras.
 
     Columns: record_id, source, primary_label, first_species, last_species, secondary_labels,
-    filename. Two-folder bc24 records keep the alphabetically first species' row, with both
+    filename. Two-folder main records keep the alphabetically first species' row, with both
     species as targets. Same-folder near-duplicates (the r1 of each pair) are removed.
     """
-    bc24 = candidates[candidates["status"] == BC24].copy()
-    bc24 = bc24.sort_values(["primary_label", "filename"], kind="stable")
-    bc24["record"] = bc24["filename"].map(lambda f: f.split("/")[-1])
-    species = bc24.groupby("record")["primary_label"].agg(["first", "last"])
-    bc24["first_species"] = bc24["record"].map(species["first"])
-    bc24["last_species"] = bc24["record"].map(species["last"])
+    main = candidates[is_main(candidates)].copy()
+    main = main.sort_values(["primary_label", "filename"], kind="stable")
+    main["record"] = main["filename"].map(lambda f: f.split("/")[-1])
+    species = main.groupby("record")["primary_label"].agg(["first", "last"])
+    main["first_species"] = main["record"].map(species["first"])
+    main["last_species"] = main["record"].map(species["last"])
 
     pairs = near_duplicates.astype({"r0": str, "r1": str})
     same_folder = pairs[pairs["r0"].str.split("/").str[0] == pairs["r1"].str.split("/").str[0]]
-    bc24 = bc24[~bc24["filename"].isin(set(same_folder["r1"]))]
-    bc24 = bc24.groupby("record", sort=True).first().reset_index(drop=True)
+    main = main[~main["filename"].isin(set(same_folder["r1"]))]
+    main = main.groupby("record", sort=True).first().reset_index(drop=True)
 
     extras = candidates[candidates["status"] == KEPT].copy()
     extras["first_species"] = extras["primary_label"]
@@ -142,7 +177,7 @@ def labelled_table(candidates: pd.DataFrame, near_duplicates: pd.DataFrame) -> p
         "secondary_labels",
         "filename",
     ]
-    return pd.concat([bc24[columns], extras[columns]], ignore_index=True)
+    return pd.concat([main[columns], extras[columns]], ignore_index=True)
 
 
 def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
@@ -163,20 +198,24 @@ def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
     return folds
 
 
-def species_report(candidates: pd.DataFrame, table: pd.DataFrame, cap: int) -> pd.DataFrame:
-    """Per species: bc24 count, extras kept per source, extras dropped by the cap, training rows."""
+def species_report(
+    candidates: pd.DataFrame, table: pd.DataFrame, cap: int, main: str = BC24
+) -> pd.DataFrame:
+    """Per species: main-source count (`<main>_records`), extras kept per extra source that was
+    read, extras dropped by the cap, training rows."""
     kept = candidates[candidates["status"] == KEPT]
     by_source = kept.pivot_table(
         index="primary_label", columns="source", values="record_id", aggfunc="count", fill_value=0
     )
-    bc24 = candidates[candidates["status"] == BC24].groupby("primary_label")["record_id"].count()
-    report = pd.DataFrame({"bc24_records": bc24})
-    for source in EXTRA_SOURCES:
+    main_rows = candidates[is_main(candidates)].groupby("primary_label")["record_id"].count()
+    report = pd.DataFrame({f"{main}_records": main_rows})
+    extras = [s for s in extra_sources(main) if s in set(candidates["source"])]
+    for source in extras:
         report[f"kept_{source}"] = by_source[source] if source in by_source else 0
     over = candidates[candidates["status"] == OVER_CAP].groupby("primary_label")["record_id"]
     report["dropped_over_cap"] = over.count()
     report["training_rows"] = table.groupby("primary_label")["record_id"].count()
     report = report.fillna(0).astype(int)
-    report["cap_binds"] = (report["dropped_over_cap"] > 0) | (report["bc24_records"] >= cap)
-    report["extras_fill"] = report[[f"kept_{s}" for s in EXTRA_SOURCES]].sum(axis=1) > 0
+    report["cap_binds"] = (report["dropped_over_cap"] > 0) | (report[f"{main}_records"] >= cap)
+    report["extras_fill"] = report[[f"kept_{s}" for s in extras]].sum(axis=1) > 0
     return report.rename_axis("species").reset_index()

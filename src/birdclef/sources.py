@@ -1,10 +1,12 @@
 """One reader per source layout (SPEC 1.1), each returning the one normalised metadata schema.
 
 Normalised schema (one row per audio file):
-    record_id         file stem, e.g. "XC134896": the identity of a record across sources
-    source            bc24 | bc23 | bc22 | bc21 | bc20 | bc00
-    primary_label     eBird code
-    secondary_labels  list[str] (eBird codes for every source; bc20's names are mapped in selection)
+    record_id         file stem, e.g. "XC134896" (2025: also "iNat1216197", "CSA36385"): the identity
+                      of a record across sources
+    source            bc25 | bc24 | bc23 | bc22 | bc21 | bc20 | bc00
+    primary_label     species code, always a string: an eBird code, or (2025) a numeric iNaturalist
+                      taxon id such as "1139490"
+    secondary_labels  list[str] of species codes (bc20's names are mapped in selection)
     filename          the path as the metadata names it (bc00: "<species>/<file>")
     audio_path        where the audio file is on disk
     rating, latitude, longitude   float, NaN where the source has none
@@ -33,9 +35,11 @@ SCHEMA = [
     "latitude",
     "longitude",
 ]
-# Competition years rank above the xeno-canto extra set; "most recent" is the year (SPEC 3.2 step 5).
-SOURCE_PRIORITY = {"bc24": 5, "bc23": 4, "bc22": 3, "bc21": 2, "bc20": 1, "bc00": 0}
-EXTRA_SOURCES = ("bc20", "bc21", "bc22", "bc23", "bc00")
+# Competition years, most recent first, then the xeno-canto extra set (SPEC 3.2 step 5).
+SOURCES_BY_RECENCY = ("bc25", "bc24", "bc23", "bc22", "bc21", "bc20", "bc00")
+# The folder of the main competition's unlabelled soundscapes, the ones pseudo-labelled (SPEC 5).
+UNLABELLED_SOUNDSCAPES = {"bc24": "unlabeled_soundscapes", "bc25": "train_soundscapes"}
+LABEL_COLUMNS = ["primary_label", "secondary_labels", "filename"]
 
 
 class SourceError(ValueError):
@@ -118,9 +122,18 @@ def _stem(names: pd.Series) -> pd.Series:
 
 
 def read_species_folder_layout(root: Path, source: str) -> pd.DataFrame:
-    """2024, 2023 and 2022: `train_metadata.csv`, filename `<species>/<XCid>.ogg` under train_audio/."""
-    csv = root / "train_metadata.csv"
-    df = _read_csv(csv, ["primary_label", "secondary_labels", "filename"])
+    """2025, 2024, 2023 and 2022: filename `<species>/<stem>.ogg` under train_audio/.
+
+    2025 (BirdCLEF+) names its metadata `train.csv` and adds `collection` (XC, iNat or CSA, where a
+    record comes from; its stem starts with it); the earlier years name it `train_metadata.csv`.
+    Requiring `collection` makes a 2025 path pointing at another year's folder fail clearly.
+    """
+    if source == "bc25":
+        csv = root / "train.csv"
+        df = _read_csv(csv, [*LABEL_COLUMNS, "collection"])
+    else:
+        csv = root / "train_metadata.csv"
+        df = _read_csv(csv, LABEL_COLUMNS)
     audio = df["filename"].map(lambda f: str(root / "train_audio" / f))
     return _normalise(df, csv, source, df["primary_label"], _stem(df["filename"]), audio)
 
@@ -128,7 +141,7 @@ def read_species_folder_layout(root: Path, source: str) -> pd.DataFrame:
 def read_bc21(root: Path) -> pd.DataFrame:
     """2021: filename `<XCid>.ogg` with no folder; audio under train_short_audio/<primary_label>/."""
     csv = root / "train_metadata.csv"
-    df = _read_csv(csv, ["primary_label", "secondary_labels", "filename"])
+    df = _read_csv(csv, LABEL_COLUMNS)
     audio = root / "train_short_audio" / df["primary_label"].str.strip() / df["filename"]
     record = df["filename"].str.split(".", n=1).str[0]
     return _normalise(df, csv, "bc21", df["primary_label"], record, audio.map(str))
@@ -180,6 +193,7 @@ def read_bc00(root: Path) -> pd.DataFrame:
 
 
 READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    "bc25": lambda root: read_species_folder_layout(root, "bc25"),
     "bc24": lambda root: read_species_folder_layout(root, "bc24"),
     "bc23": lambda root: read_species_folder_layout(root, "bc23"),
     "bc22": lambda root: read_species_folder_layout(root, "bc22"),
@@ -201,6 +215,25 @@ def read_sources(cfg: SourcesConfig) -> dict[str, pd.DataFrame]:
             raise SourceError(f"sources.{source}: folder {root} does not exist")
         tables[source] = reader(root)
     return tables
+
+
+def source_priority(main: str) -> dict[str, int]:
+    """The cap merge's rank of each source, higher first: the main competition, then the other
+    years by recency, the xeno-canto extra set last (SPEC 3.2 step 5 with main = bc24)."""
+    order = [main, *(s for s in SOURCES_BY_RECENCY if s != main)]
+    return {source: len(order) - i for i, source in enumerate(order)}
+
+
+def extra_sources(main: str) -> list[str]:
+    """Every source but the main one, in the order the cap merge filters and concatenates them:
+    the years oldest first, then bc00 (ties in the merge's sort never cross sources)."""
+    years = [s for s in reversed(SOURCES_BY_RECENCY[:-1]) if s != main]
+    return [*years, "bc00"]
+
+
+def unlabelled_soundscape_folder(cfg: SourcesConfig) -> Path:
+    """Where the main competition keeps its unlabelled soundscapes."""
+    return Path(cfg.main_path) / UNLABELLED_SOUNDSCAPES[cfg.main]
 
 
 def read_near_duplicates(path: str | None) -> pd.DataFrame:

@@ -3,8 +3,9 @@
 Outputs (data contracts in the README):
     data/interim/metadata.parquet   every candidate record of every source, with status and rank
     data/interim/clips/             sharded store: start and end 10 s of each kept record
-    data/interim/soundscapes/       sharded store: every unlabelled soundscape, whole
-    metrics/preprocess.json         counts, sizes, time, records/s
+    data/interim/soundscapes/       sharded store: every unlabelled soundscape of the main
+                                    competition (sources.main), whole
+    reports/details/preprocess.json counts, sizes, time, records/s
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from birdclef.config import AudioConfig, Params
 from birdclef.io import atomic_path, progress, write_json, write_parquet
 from birdclef.parallel import ordered_map, worker_count
 from birdclef.selection import merge_and_cap, records_to_decode
-from birdclef.sources import read_near_duplicates, read_sources
+from birdclef.sources import read_near_duplicates, read_sources, unlabelled_soundscape_folder
 from birdclef.store import ShardWriter
 
 log = logging.getLogger(__name__)
-METRICS = paths.metrics("preprocess")
+DETAILS = paths.details("preprocess")
 
 
 def decode_all(fn: Callable[[str], Any], files: list[str], workers: int, desc: str) -> Iterator:
@@ -70,8 +71,7 @@ def write_clip_store(
     return index, writer.total_bytes
 
 
-def list_soundscapes(bc24_root: str) -> list[Path]:
-    folder = Path(bc24_root) / "unlabeled_soundscapes"
+def list_soundscapes(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -96,9 +96,10 @@ def preprocess(params: Params) -> dict[str, Any]:
     started = time.perf_counter()
     tables = read_sources(params.sources)
     read_near_duplicates(params.sources.near_duplicates)  # fail early on a bad duplicates file
-    candidates = merge_and_cap(tables, params.sample.cap, params.sample.xc_species_threshold)
+    candidates = merge_and_cap(tables, params.sample.cap, params.sample.xc_species_threshold,
+                               params.sources.main)
     to_decode = records_to_decode(candidates)
-    soundscapes = list_soundscapes(params.sources.bc24)
+    soundscapes = list_soundscapes(unlabelled_soundscape_folder(params.sources))
 
     t0 = time.perf_counter()
     with atomic_path(CLIPS) as tmp:
@@ -123,7 +124,7 @@ def preprocess(params: Params) -> dict[str, Any]:
     }
     for source, count in candidates["source"].value_counts().sort_index().items():
         metrics[f"rows_{source}"] = int(count)
-    write_json(METRICS, metrics)
+    write_json(DETAILS, metrics)
     return metrics
 
 

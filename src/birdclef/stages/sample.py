@@ -3,7 +3,7 @@
 Outputs:
     data/processed/train.parquet    one row per training record (columns in the README)
     data/processed/classes.json     the class list: sorted species codes = model output order
-    metrics/sample.json             counts per source, kept and dropped, cap binding
+    reports/details/sample.json     counts per source, kept and dropped, cap binding
     reports/sample_species.csv      per-species counts by source (also a DVC plot)
 """
 
@@ -22,6 +22,7 @@ from birdclef.selection import (
     KEPT,
     SelectionError,
     assign_folds,
+    is_main,
     labelled_table,
     species_report,
 )
@@ -29,13 +30,13 @@ from birdclef.sources import read_near_duplicates
 from birdclef.paths import CLASSES, METADATA, TRAIN
 
 log = logging.getLogger(__name__)
-METRICS = paths.metrics("sample")
+DETAILS = paths.details("sample")
 REPORT = paths.report("sample_species.csv")
 
 
-def check_submission_columns(classes: list[str], bc24_root: str) -> None:
-    """The model's outputs must be the competition's species columns, in the same order."""
-    path = Path(bc24_root) / "sample_submission.csv"
+def check_submission_columns(classes: list[str], main_root: str) -> None:
+    """The model's outputs must be the main competition's species columns, in the same order."""
+    path = Path(main_root) / "sample_submission.csv"
     if not path.is_file():
         return
     columns = list(pd.read_csv(path, nrows=0).columns)[1:]
@@ -54,23 +55,21 @@ def build(params: Params) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[s
     table = labelled_table(candidates, near_duplicates)
     table["fold"] = assign_folds(table, params.sample.n_folds, params.sample.fold_seed)
     classes = sorted(table["primary_label"].unique().tolist())
-    check_submission_columns(classes, params.sources.bc24)
-    report = species_report(candidates, table, params.sample.cap)
+    check_submission_columns(classes, params.sources.main_path)
+    main_source = params.sources.main
+    report = species_report(candidates, table, params.sample.cap, main_source)
 
     status = candidates.groupby(["source", "status"]).size()
+    main_candidates = candidates[is_main(candidates)]
+    two_folder = int(main_candidates.duplicated("record_id").sum())
+    main_rows = int((table["source"] == main_source).sum())
     metrics: dict[str, Any] = {
         "training_rows": int(len(table)),
         "classes": len(classes),
-        "bc24_rows": int((table["source"] == "bc24").sum()),
-        "extra_rows": int((table["source"] != "bc24").sum()),
-        "near_duplicates_removed": int(
-            (candidates["status"] == "bc24").sum()
-            - (table["source"] == "bc24").sum()
-            - candidates[candidates["status"] == "bc24"].duplicated("record_id").sum()
-        ),
-        "two_folder_records": int(
-            candidates[candidates["status"] == "bc24"].duplicated("record_id").sum()
-        ),
+        f"{main_source}_rows": main_rows,
+        "extra_rows": int(len(table) - main_rows),
+        "near_duplicates_removed": int(len(main_candidates) - main_rows - two_folder),
+        "two_folder_records": two_folder,
         "species_cap_binds": int(report["cap_binds"].sum()),
         "species_extras_fill": int(report["extras_fill"].sum()),
         "min_rows_per_species": int(report["training_rows"].min()),
@@ -94,7 +93,7 @@ def main(params: Params) -> None:
         write_parquet(TRAIN, table)
         write_json(CLASSES, classes)
         write_csv(REPORT, report)
-        write_json(METRICS, metrics)
+        write_json(DETAILS, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         run.log_artifact(TRAIN, "tables")
         run.log_artifact(REPORT, "reports")

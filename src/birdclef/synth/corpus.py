@@ -16,8 +16,14 @@ from birdclef.config import MakeSampleConfig
 from birdclef.io import progress as io_progress
 from birdclef.parallel import ordered_map, worker_count
 from birdclef.synth.audiofile import write_audio
-from birdclef.synth.layouts import BC24_DIR, EVAL_DIR, _audio_paths, _metadata_tables, _write_tables
-from birdclef.synth.plan import _Planner
+from birdclef.synth.layouts import (
+    EVAL_DIR,
+    _audio_paths,
+    _metadata_tables,
+    _write_tables,
+    main_layout,
+)
+from birdclef.synth.plan import MAIN, _Planner
 from birdclef.synth.render import (
     PEAK,
     FocalSpec,
@@ -94,8 +100,8 @@ def _file_variations(job: AudioJob, audio: np.ndarray) -> np.ndarray:
 
 def _record_jobs(plan: _Planner) -> list[AudioJob]:
     return [
-        AudioJob(_audio_paths(r), r.audio, r.fmt, r.sample_rate, r.channels, r.trim, r.gain_db)
-        for source in ("bc24", "bc23", "bc22", "bc21", "bc20", "bc00")
+        AudioJob(_audio_paths(r, plan), r.audio, r.fmt, r.sample_rate, r.channels, r.trim, r.gain_db)
+        for source in (MAIN, "bc23", "bc22", "bc21", "bc20", "bc00")
         for r in plan.records[source]
     ]
 
@@ -127,13 +133,17 @@ def make_sample_corpus(
     plan = _Planner(cfg)
     plan.plan_all()
     tables = _metadata_tables(plan)
+    main = main_layout(plan)
     unlabeled = plan.soundscape_specs(cfg.n_soundscapes, cfg.soundscape_seconds)
+    unlabelled_ids = [sid for sid, _ in unlabeled]
     labelled = plan.soundscape_specs(
         cfg.n_eval_soundscapes, cfg.eval_soundscape_seconds or cfg.soundscape_seconds
     )
+    scapes = f"{main.folder}/{main.soundscapes}"
     jobs = [
         *_record_jobs(plan),
-        *(AudioJob((f"{BC24_DIR}/unlabeled_soundscapes/{sid}.ogg",), s) for sid, s in unlabeled),
+        *(AudioJob((f"{scapes}/{stem}.ogg",), spec)
+          for stem, (_, spec) in zip(main.soundscape_stems(unlabelled_ids), unlabeled, strict=True)),
         *(AudioJob((f"{EVAL_DIR}/{sid}.ogg",), s) for sid, s in labelled),
     ]
     first_eval = len(jobs) - len(labelled)
@@ -142,7 +152,7 @@ def make_sample_corpus(
     try:
         results = _render_all(jobs, tmp, progress)
         labelled_events = [results[first_eval + k][2] for k in range(len(labelled))]
-        _write_tables(plan, tables, tmp, labelled, labelled_events)
+        _write_tables(plan, tables, tmp, unlabelled_ids, labelled, labelled_events)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -150,7 +160,7 @@ def make_sample_corpus(
 
     return {
         "n_species": len(plan.codes),
-        "bc24_records": len(tables["bc24"]),
+        f"{main.source}_records": len(tables[MAIN]),
         "bc23_records": len(tables["bc23"]),
         "bc22_records": len(tables["bc22"]),
         "bc21_records": len(tables["bc21"]),

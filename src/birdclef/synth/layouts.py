@@ -3,14 +3,18 @@ tables (sample submission, taxonomy, soundscape labels, near duplicates)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from birdclef.synth.plan import Record, _Planner
+from birdclef.synth.fields import clock, common_columns, date
+from birdclef.synth.layout2025 import bc25_table, recorder_stems, write_taxonomy_2025
+from birdclef.synth.plan import MAIN, Record, _Planner
 from birdclef.synth.render import SongEvent, SoundscapeSpec
-from birdclef.synth.voices import SR, Species
+from birdclef.synth.voices import SR
 from birdclef.windows import row_ids, window_count
 
 WINDOW_SECONDS = 5.0
@@ -47,27 +51,34 @@ YEAR_DIRS = {"bc23": "Birdclef23", "bc22": "Birdclef22", "bc21": "Birdclef21", "
 BC00_DIR = "birdclef2024-additional-mp3"
 EVAL_DIR = "labelled_soundscapes"
 
-FIRST_NAMES = [
-    "Anil", "Bea", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun", "Kiran", "Lena",
-    "Mateo", "Nora", "Omar", "Priya", "Ravi", "Sara", "Tomas", "Uma",
-]  # fmt: skip
-LAST_NAMES = [
-    "Alvarez", "Bhat", "Costa", "Dubois", "Eriksen", "Fischer", "Gupta", "Haas", "Ito", "Jansen",
-    "Kumar", "Lopez", "Menon", "Novak", "Okafor", "Pillai", "Rao", "Silva",
-]  # fmt: skip
-LICENSES = [
-    "Creative Commons Attribution-NonCommercial-ShareAlike 4.0",
-    "Creative Commons Attribution-NonCommercial-ShareAlike 3.0",
-    "Creative Commons Attribution-ShareAlike 4.0",
-]
-CALL_TYPES = ["['call']", "['song']", "['call', 'song']", "['alarm call']", "['flight call']", "[]"]
+
+@dataclass(frozen=True)
+class MainLayout:
+    """The main competition's folder in one year's layout (`make_sample.layout`), and how the
+    files that differ between years are made."""
+
+    source: str  # the tag its reader gives its rows
+    folder: str
+    metadata: str
+    taxonomy: str
+    soundscapes: str  # the folder of unlabelled soundscapes
+    table: Callable[[_Planner], pd.DataFrame]
+    write_taxonomy: Callable[[_Planner, Path], None]
+    soundscape_stems: Callable[[list[int]], list[str]]  # file stems of the unlabelled soundscapes
+    test_stem: Callable[[list[int]], str]  # the soundscape named in sample_submission.csv
 
 
-def _audio_paths(r: Record) -> tuple[str, ...]:
-    name = f"XC{r.xc_id}.{r.fmt}"
-    if r.source == "bc24":
+def main_layout(plan: _Planner) -> MainLayout:
+    return MAIN_LAYOUTS[plan.cfg.layout]
+
+
+def _audio_paths(r: Record, plan: _Planner) -> tuple[str, ...]:
+    name = f"{r.stem}.{r.fmt}"
+    if r.source == MAIN:
+        main = main_layout(plan)
         return tuple(
-            f"{BC24_DIR}/train_audio/{folder}/{name}" for folder in [r.code, *r.extra_folders]
+            f"{main.folder}/train_audio/{plan.labels[folder]}/{name}"
+            for folder in [r.code, *r.extra_folders]
         )
     if r.source in ("bc23", "bc22"):
         return (f"{YEAR_DIRS[r.source]}/train_audio/{r.code}/{name}",)
@@ -82,47 +93,10 @@ def _audio_paths(r: Record) -> tuple[str, ...]:
 # Metadata tables (drawn from the plan's random stream, so built in a fixed order)
 
 
-def _rating(rng: np.random.Generator) -> float:
-    return float(rng.choice([0.0, 2.5, 3.0, 3.5, 4.0, 4.0, 4.5, 4.5, 5.0, 5.0]))
-
-
-def _person(rng: np.random.Generator) -> str:
-    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-
-
-def _common_columns(r: Record, sp: Species, rng: np.random.Generator) -> dict[str, object]:
-    return {
-        "primary_label": r.code,
-        "secondary_labels": repr(r.secondaries),
-        "type": str(rng.choice(CALL_TYPES)),
-        "latitude": round(sp.lat + float(rng.normal(0, 1.5)), 4),
-        "longitude": round(sp.lon + float(rng.normal(0, 1.5)), 4),
-        "scientific_name": sp.scientific_name,
-        "common_name": sp.common_name,
-        "author": _person(rng),
-        "license": str(rng.choice(LICENSES)),
-        "rating": _rating(rng),
-        "url": f"https://www.xeno-canto.org/{r.xc_id}",
-    }
-
-
-def _date(rng: np.random.Generator) -> str:
-    year, month, day = (
-        int(rng.integers(2005, 2020)),
-        int(rng.integers(1, 13)),
-        int(rng.integers(1, 29)),
-    )
-    return f"{year}-{month:02d}-{day:02d}"
-
-
-def _clock(rng: np.random.Generator) -> str:
-    return f"{int(rng.integers(4, 20)):02d}:{int(rng.integers(0, 60)):02d}"
-
-
 def _metadata_tables(plan: _Planner) -> dict[str, pd.DataFrame]:
     # Built in this order: the tables draw from one random stream.
     return {
-        "bc24": _bc24_table(plan),
+        MAIN: main_layout(plan).table(plan),
         "bc23": _bc23_table(plan),
         "bc22": _bc22_table(plan),
         "bc21": _bc21_table(plan),
@@ -132,13 +106,13 @@ def _metadata_tables(plan: _Planner) -> dict[str, pd.DataFrame]:
 
 def _bc24_table(plan: _Planner) -> pd.DataFrame:
     rows = []
-    for r in plan.records["bc24"]:
+    for r in plan.records[MAIN]:
         for folder in [r.code, *r.extra_folders]:
-            row = _common_columns(r, plan.by_code[folder], plan.rng)
+            row = common_columns(r, plan.by_code[folder], plan.rng)
             row["primary_label"] = folder
             if folder != r.code:
                 row["secondary_labels"] = repr([r.code])
-            row["filename"] = f"{folder}/XC{r.xc_id}.ogg"
+            row["filename"] = f"{folder}/{r.stem}.ogg"
             rows.append(row)
     return pd.DataFrame(rows, columns=BC24_COLUMNS).sort_values("filename")
 
@@ -146,7 +120,7 @@ def _bc24_table(plan: _Planner) -> pd.DataFrame:
 def _bc23_table(plan: _Planner) -> pd.DataFrame:
     rng, sp = plan.rng, plan.by_code
     rows = [
-        {**_common_columns(r, sp[r.code], rng), "filename": f"{r.code}/XC{r.xc_id}.ogg"}
+        {**common_columns(r, sp[r.code], rng), "filename": f"{r.code}/XC{r.xc_id}.ogg"}
         for r in plan.records["bc23"]
     ]
     return pd.DataFrame(rows, columns=BC24_COLUMNS).sort_values("filename")
@@ -155,7 +129,7 @@ def _bc23_table(plan: _Planner) -> pd.DataFrame:
 def _bc22_table(plan: _Planner) -> pd.DataFrame:
     rng, sp = plan.rng, plan.by_code
     rows = [
-        {**_common_columns(r, sp[r.code], rng), "time": _clock(rng),
+        {**common_columns(r, sp[r.code], rng), "time": clock(rng),
          "filename": f"{r.code}/XC{r.xc_id}.ogg"}
         for r in plan.records["bc22"]
     ]  # fmt: skip
@@ -165,7 +139,7 @@ def _bc22_table(plan: _Planner) -> pd.DataFrame:
 def _bc21_table(plan: _Planner) -> pd.DataFrame:
     rng, sp = plan.rng, plan.by_code
     rows = [
-        {**_common_columns(r, sp[r.code], rng), "date": _date(rng), "time": _clock(rng),
+        {**common_columns(r, sp[r.code], rng), "date": date(rng), "time": clock(rng),
          "filename": f"XC{r.xc_id}.ogg"}
         for r in plan.records["bc21"]
     ]  # fmt: skip
@@ -185,14 +159,14 @@ def _bc20_row(r: Record, plan: _Planner, unknown: str) -> dict[str, object]:
     names = [sp[c].bc20_name for c in r.secondaries if c in sp]
     if rng.random() < 0.1:
         names.append(unknown)
-    common = _common_columns(r, s, rng)
+    common = common_columns(r, s, rng)
     country = str(rng.choice(["India", "Sri Lanka", "Nepal", "United States"]))
     return {
         "rating": common["rating"],
         "playback_used": str(rng.choice(["no", "no", "yes", "unknown"])),
         "ebird_code": r.code,
         "channels": "2 (stereo)" if r.channels == 2 else "1 (mono)",
-        "date": _date(rng),
+        "date": date(rng),
         "pitch": "Not specified",
         "duration": int(round(r.audio.seconds)),
         "filename": f"XC{r.xc_id}.mp3",
@@ -220,7 +194,7 @@ def _bc20_row(r: Record, plan: _Planner, unknown: str) -> dict[str, object]:
         "primary_label": s.bc20_name,
         "longitude": common["longitude"],
         "length": "Not specified",
-        "time": _clock(rng),
+        "time": clock(rng),
         "recordist": common["author"],
         "license": common["license"],
     }
@@ -234,21 +208,24 @@ def _write_tables(
     plan: _Planner,
     tables: dict[str, pd.DataFrame],
     root: Path,
+    unlabelled_ids: list[int],
     labelled: list[tuple[int, SoundscapeSpec]],
     labelled_events: list[list[SongEvent]],
 ) -> None:
-    _write_metadata(tables, root)
-    _write_sample_submission(plan.codes, root)
-    _write_taxonomy(plan, root)
-    _write_labels(labelled, labelled_events, plan.codes, root)
+    main = main_layout(plan)
+    _write_metadata(tables, root, main)
+    _write_sample_submission(plan.classes, root / main.folder, main.test_stem(unlabelled_ids))
+    main.write_taxonomy(plan, root / main.folder / main.taxonomy)
+    _write_labels(labelled, labelled_events, plan, root)
     pairs = [
-        (f"{a.code}/XC{a.xc_id}.ogg", f"{b.code}/XC{b.xc_id}.ogg") for a, b in plan.near_duplicates
+        (f"{plan.labels[a.code]}/{a.stem}.ogg", f"{plan.labels[b.code]}/{b.stem}.ogg")
+        for a, b in plan.near_duplicates
     ]
     pd.DataFrame(pairs, columns=["r0", "r1"]).to_csv(root / "near_duplicates.csv", index=False)
 
 
-def _write_metadata(tables: dict[str, pd.DataFrame], root: Path) -> None:
-    tables["bc24"].to_csv(root / BC24_DIR / "train_metadata.csv", index=False)
+def _write_metadata(tables: dict[str, pd.DataFrame], root: Path, main: MainLayout) -> None:
+    tables[MAIN].to_csv(root / main.folder / main.metadata, index=False)
     for source in ("bc23", "bc22", "bc21"):
         folder = root / YEAR_DIRS[source]
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,16 +235,15 @@ def _write_metadata(tables: dict[str, pd.DataFrame], root: Path) -> None:
     (root / BC00_DIR / "additional_audio").mkdir(parents=True, exist_ok=True)
 
 
-def _write_sample_submission(codes: list[str], root: Path) -> None:
-    bc24 = root / BC24_DIR
-    stems = sorted(int(p.stem) for p in (bc24 / "unlabeled_soundscapes").glob("*.ogg"))
-    first = stems[0] if stems else 0
-    submission = pd.DataFrame({"row_id": [f"{first}_{s}" for s in (5, 10, 15)]})
-    submission = pd.concat([submission, pd.DataFrame(0.0, index=range(3), columns=codes)], axis=1)
-    submission.to_csv(bc24 / "sample_submission.csv", index=False)
+def _write_sample_submission(classes: list[str], folder: Path, test_stem: str) -> None:
+    """Three rows of a test soundscape, one column per class."""
+    submission = pd.DataFrame({"row_id": [f"{test_stem}_{s}" for s in (5, 10, 15)]})
+    submission = pd.concat([submission, pd.DataFrame(0.0, index=range(3), columns=classes)], axis=1)
+    submission.to_csv(folder / "sample_submission.csv", index=False)
 
 
-def _write_taxonomy(plan: _Planner, root: Path) -> None:
+def _write_taxonomy(plan: _Planner, path: Path) -> None:
+    """eBird_Taxonomy_v2021.csv: every species of the corpus, in a shuffled taxonomic order."""
     taxonomy = [*plan.species, *plan.others]
     orders = sorted(plan.rng.choice(30_000, size=len(taxonomy), replace=False).tolist())
     taxon_rows = [
@@ -286,24 +262,38 @@ def _write_taxonomy(plan: _Planner, root: Path) -> None:
             orders, [taxonomy[int(i)] for i in plan.rng.permutation(len(taxonomy))], strict=True
         )
     ]
-    pd.DataFrame(taxon_rows, columns=TAXONOMY_COLUMNS).to_csv(
-        root / BC24_DIR / "eBird_Taxonomy_v2021.csv", index=False
-    )
+    pd.DataFrame(taxon_rows, columns=TAXONOMY_COLUMNS).to_csv(path, index=False)
+
+
+MAIN_LAYOUTS = {
+    "2024": MainLayout(
+        "bc24", BC24_DIR, "train_metadata.csv", "eBird_Taxonomy_v2021.csv", "unlabeled_soundscapes",
+        _bc24_table, _write_taxonomy, lambda ids: [str(i) for i in ids],
+        lambda ids: str(min(ids, default=0)),
+    ),
+    "2025": MainLayout(
+        "bc25", "birdclef-2025", "train.csv", "taxonomy.csv", "train_soundscapes",
+        bc25_table, write_taxonomy_2025, lambda ids: recorder_stems(len(ids)),
+        lambda ids: f"soundscape_{min(ids, default=0)}",
+    ),
+}
 
 
 def _write_labels(
     labelled: list[tuple[int, SoundscapeSpec]],
     labelled_events: list[list[SongEvent]],
-    codes: list[str],
+    plan: _Planner,
     root: Path,
 ) -> None:
+    """labels.csv: one column per class of the main competition, in the submission's order."""
     (root / EVAL_DIR).mkdir(parents=True, exist_ok=True)
     frames = [
-        _window_labels(events, spec.seconds, codes, sid)
+        _window_labels(events, spec.seconds, plan.codes, sid)
         for (sid, spec), events in zip(labelled, labelled_events, strict=True)
     ]
-    empty = pd.DataFrame(columns=["row_id", *codes])
+    empty = pd.DataFrame(columns=["row_id", *plan.codes])
     labels = pd.concat(frames, ignore_index=True) if frames else empty
+    labels = labels.rename(columns=plan.labels)[["row_id", *plan.classes]]
     labels.to_csv(root / EVAL_DIR / "labels.csv", index=False)
 
 

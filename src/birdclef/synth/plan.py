@@ -1,5 +1,9 @@
 """The seeded plan, decided in the main process: species, records of every source (ids, labels,
-durations, duplicates, nasty cases) and soundscapes, each sound with its own spawned seed."""
+durations, duplicates, nasty cases) and soundscapes, each sound with its own spawned seed.
+
+The main competition's records (`records[MAIN]`) are written as birdclef-2024 or, with
+`make_sample.layout: "2025"`, as birdclef-2025; the plan_2025 step, run only then, draws the 2025
+names after everything else, so a 2024 corpus is the same whichever layouts exist."""
 
 from __future__ import annotations
 
@@ -12,16 +16,21 @@ from birdclef.synth.render import FocalSpec, SoundscapeSpec
 from birdclef.synth.voices import SR, _add_confusable_pairs, _make_species
 
 FAKE_SECONDARY = "zzfake1"
+MAIN = "main"  # the records of the main competition (2024 or 2025)
 
 # Share of each extra source's records that reuse the record id (and audio) of an earlier source.
 # The real data has such duplicates, which is why the merge deduplicates by record name.
 DUPLICATES_OF = {
-    "bc23": (("bc24", 0.08),),
-    "bc22": (("bc23", 0.12), ("bc24", 0.04)),
+    "bc23": ((MAIN, 0.08),),
+    "bc22": (("bc23", 0.12), (MAIN, 0.04)),
     "bc21": (("bc22", 0.10),),
-    "bc20": (("bc21", 0.08), ("bc24", 0.04)),
-    "bc00": (("bc24", 0.10),),
+    "bc20": (("bc21", 0.08), (MAIN, 0.04)),
+    "bc00": ((MAIN, 0.10),),
 }
+# BirdCLEF+ 2025: a few rare competition species are these classes, labelled by numeric iNaturalist
+# taxon ids; the others are birds (Aves) with eBird codes.
+NON_BIRD_CLASSES = ("Insecta", "Amphibia", "Mammalia")
+BIRDS = "Aves"
 N_NON_2024_SPECIES = 4  # fake species outside the competition (previous years, bc00, taxonomy)
 
 
@@ -39,12 +48,18 @@ class Record:
     channels: int = 1
     trim: tuple[float, float] = (0.0, 0.0)
     gain_db: float = 0.0
-    extra_folders: list[str] = field(default_factory=list)  # two-folder records (bc24)
+    extra_folders: list[str] = field(default_factory=list)  # two-folder records (main)
     nasty: str = ""
+    collection: str = "XC"  # where the record comes from: XC (xeno-canto), iNat or CSA (2025)
+
+    @property
+    def stem(self) -> str:
+        """The file stem, the record's identity across sources: XC134896, iNat1216197, CSA36385."""
+        return f"{self.collection}{self.xc_id}"
 
 
 class _Picker:
-    """Draws bc24 records for special roles (duplicates, two folders, nasty), each at most once."""
+    """Draws main records for special roles (duplicates, two folders, nasty), each at most once."""
 
     def __init__(self, rows: list[Record], rng: np.random.Generator) -> None:
         self.rows = rows
@@ -83,7 +98,10 @@ class _Planner:
         # Most common species first, in a seeded order that is not alphabetical.
         self.by_frequency = [self.codes[int(i)] for i in self.rng.permutation(len(self.codes))]
         self.records: dict[str, list[Record]] = {}
-        self.near_duplicates: list[tuple[Record, Record]] = []  # bc24 pairs (r0, r1)
+        self.near_duplicates: list[tuple[Record, Record]] = []  # main pairs (r0, r1)
+        # Each competition species' label in the main layout, and its taxonomic class (plan_2025).
+        self.labels = {c: c for c in self.codes}
+        self.class_names = dict.fromkeys(self.codes, BIRDS)
 
     def new_seed(self) -> np.random.SeedSequence:
         return self.audio_seq.spawn(1)[0]
@@ -131,10 +149,15 @@ class _Planner:
         weight = 1.5 - rank / max(len(self.codes) - 1, 1)  # 1.5 for the most common, 0.5 the rarest
         return int(round(self.cfg.extra_records_per_species * weight))
 
+    @property
+    def classes(self) -> list[str]:
+        """The main competition's labels, sorted: the sample submission's columns."""
+        return sorted(self.labels.values())
+
     # -- sources ---------------------------------------------------------------------------------
 
     def plan_all(self) -> None:
-        self.plan_bc24()
+        self.plan_main()
         n_others = len(self.others)
         for source in ("bc23", "bc22", "bc21", "bc20"):
             k = int(self.rng.integers(1, 3))
@@ -151,14 +174,40 @@ class _Planner:
         )
         bc00_species = [c for c in self.codes if c not in dropped] + [self.others[0].code]
         self.plan_extra("bc00", bc00_species, "mp3")
+        if self.cfg.layout == "2025":
+            self.plan_2025()
 
-    def plan_bc24(self) -> None:
+    def plan_2025(self) -> None:
+        """BirdCLEF+ 2025 names: rare species become non-birds labelled by a numeric iNaturalist
+        taxon id, and main records found in no other source may come from iNaturalist or the
+        Colombian Sound Archive (CSA); non-birds only do. The rarest species stays a bird, so
+        earlier years (which have birds only) still fill a species below the cap."""
+        n_non_birds = min(len(NON_BIRD_CLASSES), len(self.codes) // 2)
+        for code, class_name in zip(self.by_frequency[-2::-1][:n_non_birds], NON_BIRD_CLASSES):
+            self.labels[code] = self.new_taxon_id()
+            self.class_names[code] = class_name
+        shared = {r.xc_id for source, rows in self.records.items() if source != MAIN for r in rows}
+        for r in self.records[MAIN]:
+            if r.xc_id in shared:
+                continue  # the same XC record in an earlier year: its id must match there
+            non_bird = self.class_names[r.code] != BIRDS
+            pool = ["iNat", "CSA"] if non_bird else ["XC"] * 8 + ["iNat", "CSA"]
+            r.collection = str(self.rng.choice(pool))
+
+    def new_taxon_id(self) -> str:
+        """A numeric iNaturalist-style taxon id, as the string it is everywhere."""
+        while True:
+            taxon = str(int(self.rng.integers(10_000, 2_000_000)))
+            if taxon not in self.labels.values():
+                return taxon
+
+    def plan_main(self) -> None:
         cfg = self.cfg
         counts = np.round(
             np.geomspace(cfg.bc24_records_max, cfg.bc24_records_min, len(self.codes))
         ).astype(int)
         rows = [
-            self.new_record("bc24", code)
+            self.new_record(MAIN, code)
             for code, k in zip(self.by_frequency, counts, strict=True)
             for _ in range(k)
         ]
@@ -166,7 +215,7 @@ class _Planner:
         self._plan_near_duplicates(picker)
         self._plan_two_folder_records(picker)
         self._plan_nasty_records(rows, picker)
-        self.records["bc24"] = rows
+        self.records[MAIN] = rows
 
     def _plan_near_duplicates(self, picker: _Picker) -> None:
         # Near duplicates: r1 is a slightly trimmed, re-gained copy of r0 in the same folder.
