@@ -8,7 +8,7 @@ PROFILE ?= sample
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test test-fast profile benchmark mlflow-ui clean-outputs
+.PHONY: venv repro test test-fast profile plots benchmark mlflow-ui clean-outputs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-fast: venv
 # Switch the active params to a profile: profiles/base.yaml with profiles/$(PROFILE).yaml over it.
 profile: venv
 	$(BIN)/birdclef profile $(PROFILE)
+
+# dvc plots show as a page that renders offline (dvc_plots/index.html)
+plots: venv
+	$(BIN)/birdclef plots
 
 benchmark: venv
 	$(BIN)/python -m birdclef.cli benchmark

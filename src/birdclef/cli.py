@@ -154,6 +154,15 @@ def _add_benchmarks(sub: argparse._SubParsersAction) -> None:
                              help="batches to time (default %(default)s)")
     train_bench.set_defaults(func=_lazy("birdclef.benchmark", "training_cli"))
 
+    plots = sub.add_parser(
+        "plots", help="dvc plots show/diff as a page that renders without a network",
+        description="Render the DVC plots (or, with revisions, dvc plots diff) into an HTML page "
+        "with the Vega libraries inlined; fetches them once with npm into .plots-vendor/.")
+    plots.add_argument("revisions", nargs="*",
+                       help="git revisions or experiment names to compare (default: the workspace)")
+    plots.add_argument("--out", default="dvc_plots", help="output folder (default %(default)s)")
+    plots.set_defaults(func=_lazy("birdclef.plots"))
+
     profile = sub.add_parser(
         "profile", help="write a profile (profiles/base.yaml + an overlay) as params.yaml",
         description="Merge profiles/<name>.yaml over profiles/base.yaml and write the result to "

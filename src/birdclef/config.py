@@ -175,12 +175,21 @@ class TrainConfig(Section):
     drop_path_rate: float = Field(default=0.0, ge=0, lt=1)
     soundscape_mix: SoundscapeMixConfig = SoundscapeMixConfig()
     num_workers: int = Field(ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # ddp: DistributedDataParallel over `ddp_processes` processes (torchrun, launched by the
+    # stage itself), each on the `auto` device: a GPU each where there are GPUs, else the CPU
+    device: Literal["auto", "cpu", "cuda", "ddp"] = "auto"
+    ddp_processes: int = Field(default=1, ge=1)
     amp: bool = True  # only on CUDA
     # NHWC convolutions: about 1.25x faster training and 1.9x faster inference on this CPU
     channels_last: bool = False
     compile: bool = False
     threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = every core
+
+    @model_validator(mode="after")
+    def _ddp_device(self) -> TrainConfig:
+        if self.ddp_processes > 1 and self.device != "ddp":
+            raise ValueError("ddp_processes > 1 needs device: ddp")
+        return self
 
 
 class PseudoLabelStreamConfig(Section):
@@ -226,6 +235,7 @@ class TeacherConfig(TrainConfig):
     pass
 
 
+
 class StudentConfig(TrainConfig):
     # random: fresh weights (or model.pretrained_path); labeller: start from the same fold of the
     # models that pseudo-labelled this round (the teachers in round 1)
@@ -238,7 +248,17 @@ class PseudoLabelConfig(Section):
     # (round 1: the teachers); export ships the last round. At most paths.MAX_ROUNDS.
     rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
     batch_size: int = Field(ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # ddp: the soundscapes are shared out over `ddp_processes` processes (each a disjoint,
+    # deterministic share); rank 0 merges them into the one table, identical to one process's
+    device: Literal["auto", "cpu", "cuda", "ddp"] = "auto"
+    ddp_processes: int = Field(default=1, ge=1)
+    threads: int = Field(default=0, ge=0)  # torch CPU threads per process; 0 = every core
+
+    @model_validator(mode="after")
+    def _ddp_device(self) -> PseudoLabelConfig:
+        if self.ddp_processes > 1 and self.device != "ddp":
+            raise ValueError("ddp_processes > 1 needs device: ddp")
+        return self
 
 
 class PostprocessConfig(Section):

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from birdclef.distributed import SINGLE, Group
 from birdclef.store import AudioStore
 from birdclef.windows import pad_centred, window_bounds, window_count
 
@@ -272,20 +273,27 @@ class PseudoLabelStream:
 
     SPEC 9.2: the original rebuilt its exhausted iterator into a local variable and crashed with
     StopIteration; `restart=True` starts a new pass instead (reshuffled when `shuffle`), and
-    `restart=False` reproduces the crash as a clear error.
+    `restart=False` reproduces the crash as a clear error. Under DDP each process streams its own
+    share of the soundscapes, `soundscapes_per_batch / processes` of them per step.
     """
 
     def __init__(
         self, dataset: PseudoLabelDataset, soundscapes_per_batch: int, shuffle: bool, seed: int,
-        restart: bool, num_workers: int = 0,
+        restart: bool, num_workers: int = 0, group: Group = SINGLE,
     ) -> None:
-        self.dataset, self.batch, self.shuffle = dataset, soundscapes_per_batch, shuffle
+        self.dataset, self.shuffle, self.group = dataset, shuffle, group
+        self.batch = max(1, soundscapes_per_batch // group.world)
         self.seed, self.restart, self.num_workers = seed, restart, num_workers
         self.passes = 0
         self.consumed = 0  # batches taken in the current pass, for resume
         self._iterator: Iterator | None = None
 
     def _loader(self) -> DataLoader:
+        if self.group.distributed:
+            sampler = DistributedSampler(self.dataset, self.group.world, self.group.rank,
+                                         shuffle=self.shuffle, seed=self.seed * 1000 + self.passes)
+            return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler,
+                              num_workers=self.num_workers, collate_fn=_flatten_collate)
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.passes)
         return DataLoader(
             self.dataset,

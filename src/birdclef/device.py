@@ -8,8 +8,8 @@ import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when there is a GPU, else the CPU."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+    """`auto` (and `ddp`, per process) is CUDA when there is a GPU, else the CPU."""
+    if name == "cuda" or (name in ("auto", "ddp") and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
 

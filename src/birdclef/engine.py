@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from birdclef.config import FrontendConfig, ModelConfig, TrainConfig
-from birdclef.device import resolve_device, set_threads
+from birdclef.device import set_threads
+from birdclef.distributed import SINGLE, Group, barrier
 from birdclef.data import (
     LabelledClips,
     PseudoLabelStream,
@@ -62,6 +64,8 @@ class FoldJob:
     pseudo_labels: PseudoLabelStream | None = None
     init_checkpoint: Path | None = None  # start from these weights instead of fresh ones
     extra: dict[str, Any] | None = None  # recorded in the checkpoint and the resume fingerprint
+    group: Group = SINGLE  # the stage's processes (DDP); rank 0 writes every output
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def seed(self) -> int:
@@ -183,8 +187,7 @@ def fold_datasets(job: FoldJob) -> tuple[TrainDataset, ValidDataset, pd.DataFram
 
 
 def build_trainer(job: FoldJob, steps_per_epoch: int) -> Trainer:
-    cfg = job.cfg
-    device = resolve_device(cfg.device)
+    cfg, device = job.cfg, job.device
     model = build_model(job.model_cfg, job.frontend_cfg, len(job.classes),
                         drop_path_rate=cfg.drop_path_rate)
     if job.init_checkpoint is not None:
@@ -200,6 +203,9 @@ def build_trainer(job: FoldJob, steps_per_epoch: int) -> Trainer:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     if cfg.compile:
         model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
+    if job.group.distributed:  # gradients averaged over the processes at every step
+        model = DistributedDataParallel(  # type: ignore[assignment]
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     return Trainer(model, optimizer, scheduler, scaler, device, amp)
 
 
@@ -233,12 +239,28 @@ def train_step(
     return float(loss.detach()), n
 
 
-def epoch_loader(train_set: TrainDataset, cfg: TrainConfig, seed: int, epoch: int) -> DataLoader:
+def epoch_loader(
+    train_set: TrainDataset, cfg: TrainConfig, seed: int, epoch: int, group: Group = SINGLE
+) -> DataLoader:
+    """The epoch's batches. Under DDP each process takes its share of the shuffled items and
+    `batch_size / processes` of each batch, so the global batch stays `batch_size`; items draw
+    their randomness from (seed, epoch, index) either way, but which items meet in a batch (and
+    so batch statistics and mixup partners) depends on the number of processes."""
     train_set.set_epoch(epoch)
-    return DataLoader(
-        train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
-        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(seed * 1000 + epoch),
-    )
+    batch = min(cfg.batch_size, len(train_set))
+    if not group.distributed:
+        return DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True,
+                          num_workers=cfg.num_workers,
+                          generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank,
+                                 shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(train_set, batch_size=max(1, batch // group.world), sampler=sampler,
+                      drop_last=True, num_workers=cfg.num_workers)
+
+
+def steps_per_epoch(train_set: TrainDataset, cfg: TrainConfig, group: Group = SINGLE) -> int:
+    return len(train_set) // group.world // max(1, min(cfg.batch_size, len(train_set)) // group.world)
 
 
 @dataclass
@@ -256,11 +278,11 @@ def train_epoch(
 ) -> EpochStats:
     """One pass over the fold's training set (or its first `max_steps` batches: the training
     benchmark)."""
-    augment = torch.Generator().manual_seed(job.seed * 7919 + epoch)
+    augment = torch.Generator().manual_seed(job.seed * 7919 + epoch + 104729 * job.group.rank)
     trainer.model.train()
     started, seen, steps, pseudo, loss_sum = time.perf_counter(), 0, 0, 0, 0.0
-    bar = progress(epoch_loader(train_set, job.cfg, job.seed, epoch), desc=desc, leave=False,
-                   total=max_steps)
+    bar = progress(epoch_loader(train_set, job.cfg, job.seed, epoch, job.group), desc=desc,
+                   leave=False, total=max_steps, disable=not job.group.main)
     for step, (audio, target, mask, mixed) in enumerate(bar):
         if step == max_steps:
             break
@@ -278,7 +300,10 @@ def train_epoch(
 
 
 def validate(trainer: Trainer, valid_set: ValidDataset, cfg: TrainConfig) -> tuple[np.ndarray, float]:
-    probs = predict_clips(trainer.model, valid_set, cfg.valid_batch_size, trainer.device)
+    """The competition metric on the fold's validation clips (rank 0 only under DDP: the plain
+    module runs without the other processes)."""
+    model = unwrap_model(trainer.model)
+    probs = predict_clips(model, valid_set, cfg.valid_batch_size, trainer.device)
     score = competition_score(valid_set.clips.targets, probs) if len(valid_set) else float("nan")
     return probs, score
 
@@ -321,38 +346,52 @@ def load_resume(path: Path, trainer: Trainer, job: FoldJob) -> tuple[int, list[d
     return state["epoch"] + 1, state["history"]
 
 
+def epoch_record(job: FoldJob, trainer: Trainer, epoch: int, stats: EpochStats, score: float) -> dict:
+    """The epoch's row of the training curves; counts are summed over the stage's processes."""
+    items, pseudo = stats.items, stats.pseudo_windows
+    if job.group.distributed:
+        counts = torch.tensor([items, pseudo], dtype=torch.float64)
+        torch.distributed.all_reduce(counts)
+        items, pseudo = int(counts[0]), int(counts[1])
+    return {"epoch": epoch + 1, "train_loss": stats.loss, "valid_auc": score,
+            "lr": trainer.scheduler.get_last_lr()[0],
+            "samples_per_s": items / max(stats.seconds, 1e-9), "steps": stats.steps,
+            "pseudo_label_windows": pseudo}
+
+
 def train_fold(job: FoldJob, checkpoint_path: Path, resume_path: Path, run: Any) -> FoldResult:
-    """Train one fold, resuming from `resume_path` when it matches; write `checkpoint_path`."""
-    cfg = job.cfg
+    """Train one fold, resuming from `resume_path` when it matches; write `checkpoint_path`.
+    Under DDP every process trains; rank 0 validates, logs and writes (`run` is used there only)."""
+    cfg, main = job.cfg, job.group.main
     seed_everything(job.seed)
     set_threads(cfg.threads)
     train_set, valid_set, valid_rows = fold_datasets(job)
-    trainer = build_trainer(job, len(train_set) // min(cfg.batch_size, len(train_set)))
+    trainer = build_trainer(job, steps_per_epoch(train_set, cfg, job.group))
     start_epoch, history = load_resume(resume_path, trainer, job)
     valid_probs = np.zeros((len(valid_set), len(job.classes)), np.float32)
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"{job.role} fold {job.fold} epoch {epoch + 1}/{cfg.epochs}"
         stats = train_epoch(trainer, job, train_set, epoch, desc)
-        valid_probs, score = validate(trainer, valid_set, cfg)
-        row = {"epoch": epoch + 1, "train_loss": stats.loss, "valid_auc": score,
-               "lr": trainer.scheduler.get_last_lr()[0],
-               "samples_per_s": stats.items / max(stats.seconds, 1e-9), "steps": stats.steps,
-               "pseudo_label_windows": stats.pseudo_windows}
+        valid_probs, score = validate(trainer, valid_set, cfg) if main else (valid_probs, 0.0)
+        row = epoch_record(job, trainer, epoch, stats, score)
         history.append(row)
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        log.info("%s: loss %.4f valid AUC %.4f (%.1f samples/s)", desc, stats.loss, score,
-                 row["samples_per_s"])
-        save_resume(resume_path, trainer, job, epoch, history)
-    if start_epoch >= cfg.epochs:  # resumed after the last epoch: only the validation is missing
+        if main:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            log.info("%s: loss %.4f valid AUC %.4f (%.1f samples/s)", desc, stats.loss, score,
+                     row["samples_per_s"])
+            save_resume(resume_path, trainer, job, epoch, history)
+    if main and start_epoch >= cfg.epochs:  # resumed after the last epoch: validation missing
         valid_probs, _ = validate(trainer, valid_set, cfg)
     final_score = competition_score(valid_set.clips.targets, valid_probs) if len(valid_set) else float("nan")
     sha = state_sha256(trainer.model)
-    save_checkpoint(
-        checkpoint_path, trainer.model, model_cfg=job.model_cfg, frontend_cfg=job.frontend_cfg,
-        classes=job.classes,
-        extra={"role": job.role, "fold": job.fold, "seed": job.seed, "state_sha256": sha,
-               **(job.extra or {})},
-    )
+    if main:
+        save_checkpoint(
+            checkpoint_path, trainer.model, model_cfg=job.model_cfg, frontend_cfg=job.frontend_cfg,
+            classes=job.classes,
+            extra={"role": job.role, "fold": job.fold, "seed": job.seed, "state_sha256": sha,
+                   **(job.extra or {})},
+        )
+    barrier(job.group)
     return FoldResult(fold=job.fold, seed=job.seed, valid_index=valid_rows.index.to_numpy(),
                       valid_probs=valid_probs, valid_score=final_score, history=history,
-                      state_sha256=sha, run_id=run.run_id)
+                      state_sha256=sha, run_id=getattr(run, "run_id", ""))

@@ -109,7 +109,7 @@ def pseudo_label_setup(
         dataset = PseudoLabelDataset(windows, fold_targets, cfg.dup, cfg.windows_per_soundscape,
                                      seed + job.fold, use_targets)
         stream = PseudoLabelStream(dataset, cfg.soundscapes_per_batch, cfg.shuffle,
-                                   seed + job.fold, cfg.restart)
+                                   seed + job.fold, cfg.restart, group=job.group)
         return replace(job, pseudo_labels=stream)
 
     return setup

@@ -27,7 +27,7 @@ import pandas as pd
 from birdclef import paths, tracking
 from birdclef.config import Params, TrainConfig
 from birdclef.data import BACKGROUND_KEY, SoundscapeWindows, WindowMix
-from birdclef.device import resolve_device
+from birdclef.distributed import join
 from birdclef.engine import FoldJob, FoldResult, numerical_environment, train_fold
 from birdclef.io import atomic_path, write_csv, write_json, write_parquet
 from birdclef.metrics import competition_score, per_class_auc
@@ -103,6 +103,26 @@ def curves(results: list[FoldResult]) -> pd.DataFrame:
     return pd.DataFrame([{"fold": r.fold, **row} for r in results for row in r.history])
 
 
+def train_folds(base: FoldJob, folds: list[int], setup: FoldSetup, out_dir: Path, run: Any,
+                log_models: bool) -> list[FoldResult]:
+    """Every fold in turn; on rank 0 each fold gets its nested MLflow run."""
+    results = []
+    for fold in folds:
+        job = setup(replace(base, fold=fold))
+        resume = paths.RESUME / base.role / f"fold{fold}.pt"
+        if not base.group.main:
+            results.append(train_fold(job, out_dir / f"fold{fold}.pt", resume, None))
+            continue
+        with run.child(f"{base.role}-fold{fold}", {"birdclef.fold": fold}) as child:
+            child.log_params({"fold": fold, "seed": job.seed})
+            result = train_fold(job, out_dir / f"fold{fold}.pt", resume, child)
+            child.log_metrics({"final_valid_auc": result.valid_score})
+            if log_models:
+                child.log_artifact(out_dir / f"fold{fold}.pt", "checkpoint")
+        results.append(result)
+    return results
+
+
 def run_training(
     name: str,
     cfg: TrainConfig,
@@ -116,32 +136,28 @@ def run_training(
     extra: dict[str, Any] | None = None,
     logged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train every fold of `cfg` into `out_dir` and write the model set's metrics and reports."""
+    """Train every fold of `cfg` into `out_dir` and write the model set's metrics and reports.
+    With `device: ddp` the stage's processes train together; rank 0 writes every output."""
+    group, device = join(cfg.device)
     table, classes, store = load_training_data()
     folds = fold_list(cfg, params.sample.n_folds)
     windows = soundscape_windows(params) if paths.SOUNDSCAPES.is_dir() else None
     base = FoldJob(role=name, fold=folds[0], cfg=cfg, model_cfg=params.model,
                    frontend_cfg=params.frontend, table=table, classes=classes, clip_store=store,
-                   window_mixes=background_mixes(cfg, windows), extra=extra)
-    environment = numerical_environment(resolve_device(cfg.device), cfg)
+                   window_mixes=background_mixes(cfg, windows), extra=extra, group=group,
+                   device=device)
+    if not group.main:
+        train_folds(base, folds, setup, out_dir, None, False)
+        return {}
+    environment = {**numerical_environment(device, cfg), "processes": str(group.world)}
     run_params = {name: cfg.model_dump(), "model": params.model.model_dump(),
                   "frontend": params.frontend.model_dump(), **(logged or {})}
     with tracking.stage_run(stage, run_params, params.tracking.experiment, inputs=inputs,
                             upstream=upstream) as run:
         run.set_tags({f"env.{k}": v for k, v in environment.items()})
-        results = []
         with atomic_path(out_dir) as tmp_models:
             tmp_models.mkdir()
-            for fold in folds:
-                job = setup(replace(base, fold=fold))
-                with run.child(f"{name}-fold{fold}", {"birdclef.fold": fold}) as child:
-                    child.log_params({"fold": fold, "seed": job.seed})
-                    result = train_fold(job, tmp_models / f"fold{fold}.pt",
-                                        paths.RESUME / name / f"fold{fold}.pt", child)
-                    child.log_metrics({"final_valid_auc": result.valid_score})
-                    if params.tracking.log_models:
-                        child.log_artifact(tmp_models / f"fold{fold}.pt", "checkpoint")
-                results.append(result)
+            results = train_folds(base, folds, setup, tmp_models, run, params.tracking.log_models)
             metrics, oof, per_class = summarise(results, table, classes)
             metrics["state_sha256"] = {f"fold{r.fold}": r.state_sha256 for r in results}
             metrics["environment"] = environment
@@ -149,14 +165,19 @@ def run_training(
         # Resume states are kept until every fold is done: a finished fold is not trained again
         # when an interrupted stage reruns; they go once the stage's outputs are complete.
         shutil.rmtree(paths.RESUME / name, ignore_errors=True)
-        headline = {k: metrics[k] for k in HEADLINE}
-        write_json(paths.metrics(name), headline)
-        write_json(paths.details(name), metrics)
-        write_csv(paths.report(f"{name}_curves.csv"), curves(results))
-        write_csv(paths.report(f"{name}_per_class_auc.csv"), per_class)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)})
-        run.log_headline({f"{name}.{k}": v for k, v in headline.items()})
-        run.log_artifact(paths.report(f"{name}_per_class_auc.csv"), "reports")
+        write_reports(name, metrics, results, per_class, run)
     log.info("%s: %s", stage, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                          if isinstance(v, float)))
     return metrics
+
+
+def write_reports(name: str, metrics: dict[str, Any], results: list[FoldResult],
+                  per_class: pd.DataFrame, run: Any) -> None:
+    headline = {k: metrics[k] for k in HEADLINE}
+    write_json(paths.metrics(name), headline)
+    write_json(paths.details(name), metrics)
+    write_csv(paths.report(f"{name}_curves.csv"), curves(results))
+    write_csv(paths.report(f"{name}_per_class_auc.csv"), per_class)
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float | int)})
+    run.log_headline({f"{name}.{k}": v for k, v in headline.items()})
+    run.log_artifact(paths.report(f"{name}_per_class_auc.csv"), "reports")

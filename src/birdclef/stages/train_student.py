@@ -42,11 +42,13 @@ def write_inactive(round_: int) -> None:
 
 def train_round(params: Params, round_: int, table: pd.DataFrame) -> None:
     # torch-heavy modules are imported here: an inactive round finishes in a second without them
+    from birdclef.distributed import launch
     from birdclef.engine import FoldJob
     from birdclef.pseudo_labels import pseudo_label_setup, student_targets
     from birdclef.training import run_training, soundscape_windows
 
     cfg, pl_cfg = params.student, params.student.pseudo_labels
+    launch(cfg.device, cfg.ddp_processes)
     classes = json.loads(paths.CLASSES.read_text())
     windows = soundscape_windows(params)
     targets = student_targets(table, classes, windows.keys, pl_cfg)
