@@ -1,4 +1,5 @@
 """Several processes for one stage, with PyTorch's own engine (torchrun, torch.distributed, DDP).
+(torch is imported where it is used: a stage that finds nothing to do must not pay for it.)
 
 A stage whose config asks for `ddp_processes: N > 1` re-launches its own command under
 `torch.distributed.run --nproc-per-node N` (so `dvc repro` needs nothing else); each process then
@@ -13,11 +14,10 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
-
-from birdclef.device import resolve_device
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def launch(device: str, ddp_processes: int) -> None:
 
 def join(device_name: str) -> tuple[Group, torch.device]:
     """Join the process group torchrun set up (if any); the group and this process's device."""
+    import torch
+    import torch.distributed as dist
+
+    from birdclef.device import resolve_device
+
     if "LOCAL_RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE, resolve_device(device_name)
     group = Group(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
@@ -72,6 +77,8 @@ def join(device_name: str) -> tuple[Group, torch.device]:
 
 def barrier(group: Group) -> None:
     if group.distributed:
+        import torch.distributed as dist
+
         dist.barrier()
 
 

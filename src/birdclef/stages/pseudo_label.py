@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from scipy.special import expit
 
 from birdclef import paths, tracking
 from birdclef.config import Params
+from birdclef.distributed import SINGLE, Group, barrier
 from birdclef.io import progress, sha256_file, write_csv, write_json, write_parquet
 from birdclef.store import AudioStore
 from birdclef.windows import frame_windows, window_samples
@@ -34,12 +36,15 @@ def name(round_: int) -> str:
     return f"pseudo_label_round{round_}"
 
 
-def label_soundscapes(store: AudioStore, ensemble: Ensemble, batch: int) -> pd.DataFrame:
-    """Every fold of `ensemble` on every window of every soundscape of `store`."""
+def label_soundscapes(
+    store: AudioStore, ensemble: Ensemble, batch: int, group: Group = SINGLE
+) -> pd.DataFrame:
+    """Every fold of `ensemble` on every window of this process's share of the soundscapes (all of
+    them for one process; every `world`-th from `rank` in id order under DDP)."""
     cfg, folds, classes = ensemble.frontend_cfg, ensemble.folds, ensemble.classes
     window = window_samples(cfg)
     frames = []
-    index = store.index.sort_values("soundscape_id", kind="stable")
+    index = store.index.sort_values("soundscape_id", kind="stable").iloc[group.rank :: group.world]
     for row in progress(index.itertuples(), total=len(index), desc="pseudo-label", unit="soundscape"):
         windows = frame_windows(store.read(row.shard, row.offset, row.length), window, cfg.sample_rate)
         probs = expit(ensemble.logits(windows, batch))
@@ -82,31 +87,63 @@ def summary(table: pd.DataFrame, classes: list[str]) -> tuple[dict[str, Any], pd
     return metrics, histogram
 
 
+def write_inactive(params: Params, round_: int) -> None:
+    classes = json.loads(paths.CLASSES.read_text())
+    out = paths.pseudo_labels(round_)
+    write_parquet(out, empty_table(classes))
+    metrics, histogram = summary(empty_table(classes), classes)
+    metrics.update({"round": round_, "active": False, "sha256": sha256_file(out)})
+    write_json(paths.details(name(round_)), metrics)
+    write_csv(paths.report(f"{name(round_)}_max_prob.csv"), histogram)
+    tracking.write_inactive_run_file(name(round_))
+    log.info("%s: inactive (pseudo_label.rounds is %d)", name(round_), params.pseudo_label.rounds)
+
+
+def merge_shares(table: pd.DataFrame, group: Group, round_: int) -> pd.DataFrame | None:
+    """Under DDP: every process leaves its share in .resume/; rank 0 returns them merged in the
+    table's order (identical to one process's table), the others None."""
+    if not group.distributed:
+        return table
+    folder = paths.RESUME / name(round_)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(folder / f"share{group.rank}.parquet", table)
+    barrier(group)
+    if not group.main:
+        return None
+    shares = [pd.read_parquet(folder / f"share{r}.parquet") for r in range(group.world)]
+    shutil.rmtree(folder)
+    merged = pd.concat([t for t in shares if not t.empty] or shares[:1], ignore_index=True)
+    return merged.sort_values(["soundscape_id", "fold", "window"], kind="stable", ignore_index=True)
+
+
 def main(params: Params, round_: int = 1) -> None:
-    out, labeller = paths.pseudo_labels(round_), paths.labeller(round_)
-    if round_ > params.pseudo_label.rounds:
-        classes = json.loads(paths.CLASSES.read_text())
-        write_parquet(out, empty_table(classes))
-        metrics, histogram = summary(empty_table(classes), classes)
-        metrics.update({"round": round_, "active": False, "sha256": sha256_file(out)})
-        write_json(paths.details(name(round_)), metrics)
-        write_csv(paths.report(f"{name(round_)}_max_prob.csv"), histogram)
-        tracking.write_inactive_run_file(name(round_))
-        log.info("%s: inactive (pseudo_label.rounds is %d)", name(round_), params.pseudo_label.rounds)
+    cfg = params.pseudo_label
+    if round_ > cfg.rounds:
+        write_inactive(params, round_)
         return
     # torch-heavy modules are imported here: an inactive round finishes in a second without them
-    from birdclef.device import resolve_device, set_threads
+    from birdclef.device import set_threads
+    from birdclef.distributed import join, launch
     from birdclef.inference import TorchEnsemble
 
+    launch(cfg.device, cfg.ddp_processes)
+    group, device = join(cfg.device)
+    set_threads(cfg.threads)
+    labeller = paths.labeller(round_)
+    ensemble = TorchEnsemble(labeller, device)
+    table = merge_shares(label_soundscapes(AudioStore(paths.SOUNDSCAPES), ensemble,
+                                           cfg.batch_size, group), group, round_)
+    if table is not None:
+        write_outputs(params, round_, table, ensemble)
+
+
+def write_outputs(params: Params, round_: int, table: pd.DataFrame, ensemble: Ensemble) -> None:
+    out = paths.pseudo_labels(round_)
     with tracking.stage_run(
         name(round_), {"pseudo_label": params.pseudo_label.model_dump(), "round": round_},
-        params.tracking.experiment, inputs=[str(labeller), str(paths.SOUNDSCAPES)],
+        params.tracking.experiment, inputs=[str(paths.labeller(round_)), str(paths.SOUNDSCAPES)],
         upstream=["train_teacher" if round_ == 1 else f"train_student_round{round_ - 1}"],
     ) as run:
-        set_threads(0)
-        ensemble = TorchEnsemble(labeller, resolve_device(params.pseudo_label.device))
-        table = label_soundscapes(AudioStore(paths.SOUNDSCAPES), ensemble,
-                                  params.pseudo_label.batch_size)
         write_parquet(out, table)
         metrics, histogram = summary(table, ensemble.classes)
         metrics.update({"round": round_, "active": True, "sha256": sha256_file(out)})
