@@ -8,7 +8,7 @@ PROFILE ?= sample
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test test-fast profile plots benchmark mlflow-ui clean-outputs
+.PHONY: venv repro test test-fast profile plots benchmark mlflow-ui mlflow-server clean-outputs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,16 @@ benchmark: venv
 
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
+
+# A tracking server for several writers (dvc queue start -j N, a team): on 127.0.0.1 only.
+# MLFLOW_BACKEND may be a PostgreSQL URI; MLFLOW_AUTH=1 turns on MLflow's basic authentication
+# (admin password from MLFLOW_AUTH_ADMIN_PASSWORD, users' database and settings from the file
+# MLFLOW_AUTH_CONFIG_PATH points at: keep both outside the repository). Then, for every command:
+#   export MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT)  (and MLFLOW_TRACKING_USERNAME/PASSWORD)
+MLFLOW_PORT ?= 5001
+MLFLOW_BACKEND ?= sqlite:///$(abspath mlflow-server.db)
+MLFLOW_ARTIFACTS ?= $(abspath mlartifacts-server)
+mlflow-server: venv
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) \
+		$(if $(MLFLOW_AUTH),--app-name basic-auth)

@@ -301,14 +301,17 @@ def _window_labels(
     events: list[SongEvent], seconds: float, codes: list[str], stem: int
 ) -> pd.DataFrame:
     """One row per window of a labelled soundscape (the window rule of birdclef.windows): a
-    species is present where one of its songs overlaps the window by LABEL_MIN_OVERLAP seconds."""
+    species is present where one of its songs overlaps the window by LABEL_MIN_OVERLAP seconds,
+    or by half the song when the song is shorter than twice that (some species only sing
+    0.2-0.5 s songs, which a fixed 0.5-s overlap would never count as present)."""
     n_windows = window_count(int(round(seconds * SR)), int(round(WINDOW_SECONDS * SR)), SR)
     labels = np.zeros((n_windows, len(codes)), dtype=int)
     column = {c: i for i, c in enumerate(codes)}
     for code, start, end in events:
+        needed = min(LABEL_MIN_OVERLAP, (end - start) / 2)
         for w in range(n_windows):
             lo, hi = w * WINDOW_SECONDS, min((w + 1) * WINDOW_SECONDS, seconds)
-            if min(end, hi) - max(start, lo) >= LABEL_MIN_OVERLAP:
+            if min(end, hi) - max(start, lo) >= needed:
                 labels[w, column[code]] = 1
     ids = row_ids(str(stem), n_windows, WINDOW_SECONDS)
     return pd.concat([pd.DataFrame({"row_id": ids}), pd.DataFrame(labels, columns=codes)], axis=1)
