@@ -227,7 +227,8 @@ class ValidDataset(Dataset):
 
 class PseudoLabelDataset(Dataset):
     """SPEC 6.3: item i is soundscape i mod n, all (or a random subset of) its windows with their
-    soft targets (window, classes); the mask is all ones (zeros when the targets are dropped)."""
+    soft targets (window, classes) and a mask of ones; with the targets dropped, targets and mask
+    are zeros (the windows carry no loss and pass no label to a mixup partner)."""
 
     def __init__(
         self,
@@ -254,9 +255,12 @@ class PseudoLabelDataset(Dataset):
             rows = np.sort(rng.choice(rows, self.windows_per_item, False))
         keys = self.first[j] + rows
         audio = np.stack([self.windows.read(int(k)) for k in keys])
-        target = self.targets[keys].astype(np.float32)
-        mask = np.full_like(target, 1.0 if self.use_targets else 0.0)
-        return audio, target, mask
+        if self.use_targets:
+            target = self.targets[keys].astype(np.float32)
+            return audio, target, np.ones_like(target)
+        # labelled-only: no label information at all, even through a batch mixup partner
+        empty = np.zeros((len(keys), self.targets.shape[1]), np.float32)
+        return audio, empty, empty.copy()
 
 
 def _flatten_collate(items):
