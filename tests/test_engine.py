@@ -375,3 +375,16 @@ def test_two_training_steps_change_the_weights_and_save_a_loadable_checkpoint(
                     frontend_cfg=frontend, classes=CLASSES)
     loaded, meta = load_checkpoint(tmp_path / "fold0.pt")
     assert meta["classes"] == CLASSES and state_sha256(loaded) == state_sha256(trainer.model)
+
+
+def test_labelled_only_extra_items_pass_no_label(tmp_path: Path) -> None:
+    windows = _windows(tmp_path, 2)
+    targets = np.full((6, 2), 0.8, np.float32)
+    audio, target, mask = PseudoLabelDataset(windows, targets, 1, None, 0, use_targets=False)[1]
+    assert audio.shape == (3, W) and not target.any() and not mask.any()
+    # even after a batch mixup with a labelled clip, the window adds no target
+    clip_t, clip_m = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    _, mixed_t, _ = batch_mixup(torch.zeros(2, 3), torch.cat([clip_t, torch.from_numpy(target[:1])]),
+                                torch.cat([clip_m, torch.from_numpy(mask[:1])]), 0.5,
+                                torch.tensor([1, 0]))
+    assert mixed_t.tolist() == [[1.0, 0.0], [1.0, 0.0]]
