@@ -86,3 +86,18 @@ def test_cli_reports_config_error_in_one_line(tmp_path: Path, capsys) -> None:
     assert cli_main(["--params", str(path), "sample"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"birdclef sample: error: {path}: unknown key 'sample.capp' (misspelt?)"]
+
+
+def keys(tree: object, prefix: str = "") -> set[str]:
+    if not isinstance(tree, dict):
+        return {prefix}
+    return set().union(*(keys(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in tree.items()))
+
+
+def test_the_base_profile_spells_out_every_key() -> None:
+    """DVC reads params.yaml, not the schema's defaults: a key a stage depends on must be there."""
+    base = yaml.safe_load((REPO / "profiles" / "base.yaml").read_text())
+    schema = load_params(REPO / "params.yaml").model_dump(mode="json")
+    schema["study"]["arms"] = base["study"]["arms"]  # free-form mapping
+    missing = sorted(keys(schema) - keys(base))
+    assert not missing, f"profiles/base.yaml lacks {missing}"
