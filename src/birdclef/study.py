@@ -179,24 +179,34 @@ def t_interval(values: np.ndarray) -> dict[str, float]:
 
 
 def unit_scores(experiments: list[Experiment], arms: list[str]) -> pd.DataFrame:
-    """One row per unit: the teachers' and every arm's score (and their evaluation SE)."""
+    """One row per unit: the teachers' and every arm's score (and their evaluation SE). `teacher`
+    is the first arm's teachers; an arm that trains other teachers (a teacher param among its
+    overrides) has them as `<arm>_teacher`. Earlier rounds' students are `<arm>_round<r>`."""
     rows = []
     for unit in dict.fromkeys(e.unit for e in experiments):
         mine = {e.arm: e for e in experiments if e.unit == unit}
-        teacher_md5 = {e.result["teacher_md5"] for e in mine.values()}
-        if len(teacher_md5) != 1:
-            raise ValueError(f"{unit.label}: the arms trained different teachers: {teacher_md5}")
         first = mine[arms[0]].result["evaluate"]
         row = {"seed": unit.seed, "training": unit.training, "teacher": first["teacher"][SCORE],
                "teacher_raw": first["teacher"]["ensemble"],
                "teacher_fold_mean": first["teacher"]["fold_mean"],
                "teacher_se": first["teacher"][f"{SCORE}_se"]}
         for arm in arms:
-            student = mine[arm].result["evaluate"]["student"]
+            evaluate = mine[arm].result["evaluate"]
+            student = evaluate["student"]
             row.update({arm: student[SCORE], f"{arm}_raw": student["ensemble"],
-                        f"{arm}_fold_mean": student["fold_mean"], f"{arm}_se": student[f"{SCORE}_se"]})
+                        f"{arm}_fold_mean": student["fold_mean"], f"{arm}_se": student[f"{SCORE}_se"],
+                        f"{arm}_teacher": evaluate["teacher"][SCORE]})
+            row.update({f"{arm}_{key}": value[SCORE] for key, value in evaluate.items()
+                        if key.startswith("student_round") and isinstance(value, dict)
+                        and SCORE in value})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def own_teachers(experiments: list[Experiment], arms: list[str]) -> set[str]:
+    """The arms whose teachers are not the first arm's (they changed a teacher param)."""
+    first = {e.unit: e.result["teacher_md5"] for e in experiments if e.arm == arms[0]}
+    return {e.arm for e in experiments if e.result["teacher_md5"] != first[e.unit]}
 
 
 def comparisons(arms: list[str]) -> list[tuple[str, str]]:
@@ -205,22 +215,25 @@ def comparisons(arms: list[str]) -> list[tuple[str, str]]:
 
 
 def bootstrap_differences(
-    experiments: list[Experiment], pairs: list[tuple[str, str]], params: Params
+    experiments: list[Experiment], pairs: list[tuple[str, str]], own: set[str], params: Params
 ) -> dict[str, dict[str, float]]:
-    """Each difference's seed mean on shared block resamples: its spread is evaluation noise."""
+    """Each difference's seed mean on shared block resamples: its spread is evaluation noise.
+    An arm with teachers of its own is compared with those."""
     per_pair: dict[str, list[np.ndarray]] = {f"{a}_minus_{b}": [] for a, b in pairs}
     for unit in dict.fromkeys(e.unit for e in experiments):
         mine = {e.arm: e for e in experiments if e.unit == unit}
-        any_arm = next(iter(mine.values()))
-        truth, teacher_probs, blocks = ensembles(any_arm.result["frames"], params)
-        probs = {"teacher": teacher_probs["teacher"]}
-        probs.update({arm: ensembles(e.result["frames"], params)[1]["student"]
-                      for arm, e in mine.items()})
+        probs: dict[str, np.ndarray] = {}
+        for arm, exp in mine.items():
+            truth, arm_probs, blocks = ensembles(exp.result["frames"], params)
+            probs[arm] = arm_probs["student"]
+            probs.setdefault("teacher", arm_probs["teacher"])
+            probs[f"{arm}_teacher"] = arm_probs["teacher"]
         resamples = block_resamples(blocks, params.evaluate.bootstrap, unit.seed)
         names = list(probs)
         values = bootstrap(truth, [probs[n] for n in names], resamples)
         for a, b in pairs:
-            per_pair[f"{a}_minus_{b}"].append(values[:, names.index(a)] - values[:, names.index(b)])
+            b_name = f"{a}_teacher" if b == "teacher" and a in own else b
+            per_pair[f"{a}_minus_{b}"].append(values[:, names.index(a)] - values[:, names.index(b_name)])
     out = {}
     for key, draws in per_pair.items():
         mean_draws = np.mean(draws, axis=0)
@@ -234,22 +247,27 @@ def summarise(experiments: list[Experiment], arms: list[str], params: Params) ->
     table = unit_scores(experiments, arms)
     # training seeds of one corpus are averaged first: the corpus seeds are the independent units
     by_seed = table.groupby("seed", sort=True).mean(numeric_only=True)
-    summary = {name: t_interval(by_seed[name].to_numpy())
-               for name in ["teacher", *arms]}
+    own = own_teachers(experiments, arms)
+    summary = {name: t_interval(by_seed[name].to_numpy()) for name in ["teacher", *arms]}
     for name in ["teacher", *arms]:
         summary[name]["raw_mean"] = float(by_seed[f"{name}_raw"].mean())
         summary[name]["fold_mean"] = float(by_seed[f"{name}_fold_mean"].mean())
         summary[name]["evaluation_se"] = float(by_seed[f"{name}_se"].mean())
+    for column in by_seed.columns:
+        if "_round" in column or (column.endswith("_teacher") and column[: -len("_teacher")] in own):
+            summary[column] = t_interval(by_seed[column].to_numpy())
     pairs = comparisons(arms)
-    boot = bootstrap_differences(experiments, pairs, params)
+    boot = bootstrap_differences(experiments, pairs, own, params)
     differences = {}
     for a, b in pairs:
         key = f"{a}_minus_{b}"
-        values = (by_seed[a] - by_seed[b]).to_numpy()
+        reference = f"{a}_teacher" if b == "teacher" and a in own else b
+        values = (by_seed[a] - by_seed[reference]).to_numpy()
         differences[key] = {**t_interval(values), **boot[key],
                             "per_seed": [float(v) for v in values],
                             "seeds_above_zero": int(np.sum(values > 0))}
-    return {"per_unit": table.to_dict("records"), "summary": summary, "differences": differences}
+    return {"per_unit": table.to_dict("records"), "summary": summary, "differences": differences,
+            "arms_with_own_teachers": sorted(own)}
 
 
 def print_report(report: dict[str, Any], arms: list[str]) -> None:
@@ -262,6 +280,9 @@ def print_report(report: dict[str, Any], arms: list[str]) -> None:
     summary = report["summary"]
     lines.append(f"{'mean':>10} " + " ".join(f"{summary[n]['mean']:>14.3f}" for n in names))
     lines.append(f"{'sd':>10} " + " ".join(f"{summary[n]['sd']:>14.3f}" for n in names))
+    others = [n for n in summary if n not in names]  # earlier rounds, arms' own teachers
+    for name in others:
+        lines.append(f"{name:>28}: mean {summary[name]['mean']:.3f}, sd {summary[name]['sd']:.3f}")
     lines.append("")
     lines.append(f"{'difference':<30} {'mean':>7} {'95% over seeds':>18} {'bootstrap 95%':>18} "
                  f"{'>0':>4}")
