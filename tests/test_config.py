@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from birdclef.cli import main as cli_main
-from birdclef.config import ConfigError, load_params, merge, profile_params, write_profile
+from birdclef.config import ConfigError, load_params
+from birdclef.profiles import merge, profile_params, write_profile
 from tests.conftest import REPO
 
 PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if p.stem != "base")
@@ -63,6 +64,16 @@ def _broken(tmp_path: Path, edit) -> Path:
         (
             lambda d: d["student"]["pseudo_labels"].update(shufle=True),
             r"unknown key 'student.pseudo_labels.shufle'",
+        ),
+        (lambda d: d["audio"].update(on_error="ignore"), r"key 'audio.on_error':.*'skip' or 'fail'"),
+        # an optional input is a dependency of the stages that read it only through sources.root
+        (
+            lambda d: d["sources"].update(near_duplicates="data/near_duplicates_2024.csv"),
+            r"key 'sources.near_duplicates':.*not under sources.root \(data/raw/sample\)",
+        ),
+        (
+            lambda d: d["sources"].update(eval_soundscapes="data/raw/sample/../labelled"),
+            r"key 'sources.eval_soundscapes':.*not under sources.root",
         ),
     ],
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from birdclef.config import profile_params
+from birdclef.profiles import profile_params
 from birdclef.model import load_checkpoint
 from tests.conftest import REPO
 

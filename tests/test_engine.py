@@ -306,7 +306,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     import shutil
     import yaml
 
-    from birdclef.config import profile_params
+    from birdclef.profiles import profile_params
 
     params = profile_params("tiny", repo / "profiles")
     params["teacher"].update(epochs=3, folds=[0])
@@ -322,7 +322,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
         assert run([sys.executable, "-m", "birdclef.cli", stage]).wait() == 0
     script = [sys.executable, "-c", RESUME_SCRIPT]
     assert run(script).wait() == 0
-    reference = (work / "metrics/teacher.json").read_text()
+    reference = (work / "reports/details/teacher.json").read_text()
     shutil.rmtree(work / "models")
     proc = run(script)
     resume = work / ".resume/teacher/fold0.pt"
@@ -332,16 +332,33 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
+    killed = str(proc.pid)
     assert resume.exists() and not (work / "models/teacher/fold0.pt").exists()
+    # what a kill -9 leaves: its temp output folder, and its stage and fold runs RUNNING
+    assert [p.name for p in (work / "models").glob(".teacher.tmp-*")] == [f".teacher.tmp-{killed}"]
+    assert runs_of(work, killed) == {("train_teacher", "RUNNING"), ("teacher-fold0", "RUNNING")}
     proc = run(script)
     out = proc.communicate()[0]
     assert proc.returncode == 0, out
     assert "resuming after epoch" in out
     import json
 
-    assert json.loads((work / "metrics/teacher.json").read_text())["state_sha256"] == json.loads(
+    assert json.loads((work / "reports/details/teacher.json").read_text())["state_sha256"] == json.loads(
         reference
     )["state_sha256"]
+    # the rerun ended the dead runs and removed the dead process's temp folder
+    assert runs_of(work, killed) == {("train_teacher", "KILLED"), ("teacher-fold0", "KILLED")}
+    assert runs_of(work, str(proc.pid)) == {("train_teacher", "FINISHED"), ("teacher-fold0", "FINISHED")}
+    assert not list((work / "models").glob(".teacher.*-*"))
+
+
+def runs_of(work: Path, pid: str) -> set[tuple[str, str]]:
+    """(name, status) of the MLflow runs that process `pid` opened."""
+    import sqlite3
+
+    with sqlite3.connect(work / "mlflow.db") as db:
+        return set(db.execute("select r.name, r.status from runs r join tags t on t.run_uuid = "
+                              "r.run_uuid where t.key = 'process.pid' and t.value = ?", (pid,)))
 
 
 def test_two_training_steps_change_the_weights_and_save_a_loadable_checkpoint(

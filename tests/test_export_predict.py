@@ -4,6 +4,7 @@ random-weight efficientvit_b0 students (5 classes) in a temporary working direct
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from birdclef.audio import AudioDecodeError
 from birdclef.cli import main as cli_main
 from birdclef.config import Params, load_params
 from birdclef.inference import OnnxEnsemble, TorchEnsemble, fixed_windows
-from birdclef.model import build_model, save_checkpoint
+from birdclef.model import build_model, load_checkpoint, save_checkpoint
 from birdclef.stages import export
 from birdclef.prediction import predict_folder
 from birdclef.windows import frame_windows, window_samples
@@ -80,10 +81,13 @@ def test_export_manifest_metrics_and_parity(workdir: Path) -> None:
     np.testing.assert_allclose(got, ref, atol=1e-3, rtol=0)
 
 
-def test_registered_model_version(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registered_model_version(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
 
-    monkeypatch.chdir(workdir)
+    # from another folder, through the tracking URI the README documents; nothing is created here
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     tracking._mlflow()
     version = mlflow.MlflowClient().get_model_version_by_alias(export.REGISTERED_NAME, "current")
@@ -92,10 +96,102 @@ def test_registered_model_version(workdir: Path, monkeypatch: pytest.MonkeyPatch
     assert version.tags["pseudo_labels.sha256"] == PL_SHA
     assert version.tags["birdclef.stage"] == "export"
     model = mlflow.pyfunc.load_model(f"models:/{export.REGISTERED_NAME}@current")
-    windows = fixed_windows(3, window_samples(tiny_params().frontend), seed=5)
+    samples = window_samples(tiny_params().frontend)
+    windows = fixed_windows(3, samples, seed=5)
     expected = expit(OnnxEnsemble(workdir / "models/onnx").logits(windows, 48)).mean(0)
     np.testing.assert_allclose(model.predict(windows), expected, atol=1e-6)
     np.testing.assert_allclose(model.predict(pd.DataFrame(windows)), expected, atol=1e-6)
+    assert list(model.predict(windows).columns) == CLASSES
+    assert list(tmp_path.iterdir()) == []
+
+    # signature: named class columns; an example; batch and reduction from the manifest
+    assert model.metadata.signature.outputs.input_names() == CLASSES
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, samples)
+    assert model.input_example.shape == (1, samples)
+    python_model = model.unwrap_python_model()
+    manifest = json.loads((workdir / "models/onnx/manifest.json").read_text())
+    assert (python_model.batch, python_model.reduction) == (48, "mean_prob")
+    assert (manifest["batch_windows"], manifest["reduction"]) == (48, "mean_prob")
+
+    # the wrong shape: MLflow's schema check and the model's own both name the expected one
+    for bad in (windows[:, :100], windows[0], windows[None]):
+        with pytest.raises(Exception, match=rf"expected shape \(-1, {samples}\)"):
+            model.predict(bad)
+        with pytest.raises(ValueError, match=rf"expected audio windows of shape \(n, {samples}\)"):
+            python_model.predict(None, bad)
+
+
+def test_registered_requirements_are_pinned_and_cover_the_model_imports(workdir: Path) -> None:
+    """requirements.txt holds requirements.lock's pins of every distribution the model's code
+    imports when it is loaded and run in a fresh process."""
+    import importlib.metadata
+    import sys
+
+    from birdclef.registry import canonical
+
+    folder = next((workdir / "mlartifacts").glob("models/*/artifacts"))
+    required = (folder / "requirements.txt").read_text().split()
+    lock = {canonical(line.split("==")[0]): line for line in
+            (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
+    assert all(lock[canonical(r.split("==")[0])] == r for r in required)
+    script = ("import json, sys, mlflow, numpy as np\n"
+              f"m = mlflow.pyfunc.load_model({str(folder)!r})\n"
+              f"m.predict(np.zeros((1, {window_samples(tiny_params().frontend)}), np.float32))\n"
+              "print(json.dumps([getattr(v, '__file__', None) for k, v in list(sys.modules.items())"
+              " if k.startswith('birdclef')]))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=workdir).stdout
+    imported = {name for file in json.loads(out.splitlines()[-1]) if file
+                for name in third_party_imports(Path(file))}
+    pinned = {canonical(r.split("==")[0]) for r in required}
+    distributions = importlib.metadata.packages_distributions()  # e.g. yaml -> PyYAML
+    missing = [name for name in imported
+               if not pinned & {canonical(d) for d in distributions[name]}]
+    assert not missing and imported, (missing, imported)
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the non-standard-library, non-birdclef modules a file imports."""
+    import ast
+    import sys
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("birdclef", "__future__")}
+
+
+def test_checkpoint_of_a_compiled_backbone_loads(tmp_path: Path) -> None:
+    """The engine compiles `model.backbone`: its weights are saved under the plain names. Compiling
+    is lazy, so wrapping without running is enough to give the `_orig_mod.` names."""
+    params = tiny_params()
+    model = build_model(params.model, params.frontend, len(CLASSES), pretrained=False)
+    plain_keys = set(model.state_dict())
+    model.backbone = torch.compile(model.backbone)
+    assert any("_orig_mod." in k for k in model.state_dict())
+    save_checkpoint(tmp_path / "fold0.pt", model, model_cfg=params.model,
+                    frontend_cfg=params.frontend, classes=CLASSES, extra={"fold": 0})
+    assert set(torch.load(tmp_path / "fold0.pt", weights_only=True)["state_dict"]) == plain_keys
+    loaded, _ = load_checkpoint(tmp_path / "fold0.pt")
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, model.state_dict()[key.replace("backbone.", "backbone._orig_mod.")])
+
+
+def test_tracking_refuses_to_create_a_store_outside_a_dvc_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(tracking.StoreNotFoundError, match="not inside a DVC repository"):
+        with tracking.stage_run("export", {}, "test"):
+            pass
+    assert cli_main(["--params", str(REPO / "params.yaml"), "make-sample"]) == 2
+    assert "MLFLOW_TRACKING_URI=sqlite:///" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no empty mlflow.db, no corpus
 
 
 def test_failed_parity_leaves_models_untouched(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +263,7 @@ def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Pat
     from birdclef.audio import decode
 
     cfg = tiny_params().frontend
-    windows = frame_windows(decode(folder / "a.flac", cfg.sample_rate), window_samples(cfg),
+    windows = frame_windows(decode(folder / "a.flac", cfg.sample_rate)[0], window_samples(cfg),
                             cfg.sample_rate)
     expected = expit(OnnxEnsemble(workdir / "models/onnx").logits(windows, 48)).mean(0)
     np.testing.assert_allclose(table[CLASSES].to_numpy(), expected, atol=1e-6)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from birdclef import paths
-from birdclef.config import write_profile
+from birdclef.profiles import write_profile
 from birdclef.windows import window_count
 from tests.conftest import REPO
 from tests.test_pipeline_e2e import sh, stages_run

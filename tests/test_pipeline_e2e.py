@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from birdclef.config import write_profile
+from birdclef.profiles import write_profile
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -232,3 +232,30 @@ def test_study_arms_seeds_and_report(repo: Path) -> None:
     again = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
                "--name", "tstudy", "--report-only")
     assert "Running stage" not in again.stdout + again.stderr
+
+
+def test_stage_runs_are_tagged_with_the_dvc_lock_hashes_of_their_inputs(repo: Path) -> None:
+    """Lineage: the last workspace run of every stage carries `input.md5.<path>` tags equal to the
+    hashes dvc.lock holds for that stage's deps, the raw data (which no stage writes) included."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    db = sqlite3.connect(repo / "mlflow.db")
+    runs: dict[str, dict[str, str]] = {}
+    for run_id, key, value in db.execute("select run_uuid, key, value from tags"):
+        runs.setdefault(run_id, {})[key] = value
+    started = dict(db.execute("select run_uuid, start_time from runs"))
+    last: dict[str, dict[str, str]] = {}
+    for run_id in sorted(runs, key=started.__getitem__):
+        tags = runs[run_id]
+        if "birdclef.stage" in tags and "birdclef.fold" not in tags and not tags["dvc.exp_name"]:
+            last[tags["birdclef.stage"]] = tags
+    inactive = {f"{s}@{r}" for s in ("pseudo_label", "train_student") for r in (2, 3)}
+    assert set(last) == set(STAGES) - inactive
+    for stage, tags in last.items():
+        deps = {d["path"]: d["md5"] for d in lock[stage].get("deps", [])}
+        inputs = {k.removeprefix("input.md5."): v for k, v in tags.items() if k.startswith("input.md5.")}
+        assert all(deps.get(path) == md5 for path, md5 in inputs.items()), (stage, inputs, deps)
+        data = {path for path in deps if not path.startswith("src/")}
+        assert set(inputs) <= data and (inputs or stage == "make_sample"), stage
+        if stage in ("preprocess", "sample", "evaluate_teacher", "evaluate"):
+            assert set(inputs) == data, (stage, data - set(inputs))
+    assert set(last["preprocess"]) >= {"input.md5.data/raw/sample", "process.pid"}  # the raw data

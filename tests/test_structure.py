@@ -32,8 +32,8 @@ def expected_outs() -> dict[str, set[Path]]:
 
     out = {
         "make_sample": {paths.details("make_sample"), run("make_sample")},
-        "preprocess": {paths.METADATA, paths.CLIPS, paths.SOUNDSCAPES, paths.details("preprocess"),
-                       run("preprocess")},
+        "preprocess": {paths.METADATA, paths.CLIPS, paths.SOUNDSCAPES, paths.BAD_FILES,
+                       paths.details("preprocess"), run("preprocess")},
         "sample": {paths.TRAIN, paths.CLASSES, paths.details("sample"),
                    paths.report("sample_species.csv"), run("sample")},
         "train_teacher": {paths.TEACHER, paths.metrics("teacher"), paths.details("teacher"),

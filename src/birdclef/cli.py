@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from birdclef.config import ConfigError, load_params, schema_json, write_profile
+from birdclef.config import ConfigError, load_params, schema_json
+from birdclef.profiles import write_profile
 
 # command -> (module under birdclef.stages whose main(params) runs it, description)
 STAGES: dict[str, tuple[str, str]] = {

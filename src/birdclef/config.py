@@ -7,6 +7,7 @@ dvc.yaml, so a change to one section reruns only the stages that depend on it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,10 +56,12 @@ class MakeSampleConfig(Section):
 class SourcesConfig(Section):
     """Where each source lives (SPEC 1.1). `null` means the source is absent.
 
-    `root` is the folder DVC tracks as the raw-data input of preprocess: keep every source under it.
-    `main` is the competition that defines the task: its species are the classes, its soundscapes
-    are pseudo-labelled and its sample_submission.csv fixes the class order. Every other source is
-    extra data, ranked by recency (bc25 > bc24 > bc23 > bc22 > bc21 > bc20 > bc00).
+    `root` is the folder DVC tracks as the raw-data input of preprocess, and of the stages that
+    read the optional inputs (near_duplicates, eval_soundscapes): a DVC dependency cannot be null,
+    so these two, when set, must lie under it. `main` is the competition that defines the task:
+    its species are the classes, its soundscapes are pseudo-labelled and its
+    sample_submission.csv fixes the class order. Every other source is extra data, ranked by
+    recency (bc25 > bc24 > bc23 > bc22 > bc21 > bc20 > bc00).
     """
 
     root: str
@@ -84,6 +87,19 @@ class SourcesConfig(Section):
             raise ValueError(f"required when sources.main is {main!r}: the main competition's folder")
         return path
 
+    @field_validator("eval_soundscapes", "near_duplicates", mode="after")
+    @classmethod
+    def _under_root(cls, path: str | None, info: ValidationInfo) -> str | None:
+        root = os.path.normpath(str(info.data.get("root", "")))
+        if path is not None and not Path(os.path.normpath(path)).is_relative_to(root):
+            raise ValueError(f"{path} is not under sources.root ({root}): the stages that read it "
+                             "depend on sources.root (move it there, or set it to null)")
+        return path
+
+    def is_root(self, folder: str) -> bool:
+        """Whether `folder` is sources.root (make_sample's out_dir: the generated corpus is read)."""
+        return Path(self.root).resolve() == Path(folder).resolve()
+
     @property
     def main_path(self) -> str:
         """The main competition's folder (set: the validator above checks it)."""
@@ -98,6 +114,9 @@ class AudioConfig(Section):
     store_dtype: Literal["float32", "float16"] = "float32"
     shard_mb: int = Field(default=1024, ge=1)
     workers: int = Field(default=0, ge=0)  # 0 = every core
+    # A record or soundscape that cannot be decoded: skip it (listed in data/interim/bad_files.csv,
+    # its metadata status says why) or fail the stage once every bad file is listed.
+    on_error: Literal["skip", "fail"] = "skip"
 
 
 class SampleConfig(Section):
@@ -339,7 +358,7 @@ class Params(Section):
         return self
 
 
-def _format_error(path: Path, err: ValidationError) -> str:
+def format_error(path: Path, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -367,7 +386,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(path, exc)) from None
+        raise ConfigError(format_error(path, exc)) from None
 
 
 def schema_json() -> str:
@@ -375,42 +394,3 @@ def schema_json() -> str:
 
     return json.dumps(Params.model_json_schema(), indent=2)
 
-
-PROFILES = Path("profiles")
-BASE_PROFILE = "base"
-
-
-def merge(base: Any, overlay: Any) -> Any:
-    """`overlay` over `base`: mappings merge key by key, anything else is replaced."""
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        return {**base, **{k: merge(base.get(k), v) for k, v in overlay.items()}}
-    return overlay
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
-def profile_params(name: str, folder: Path = PROFILES) -> dict[str, Any]:
-    """The params of profile `name`: profiles/base.yaml with profiles/<name>.yaml over it."""
-    overlay_path = folder / f"{name}.yaml"
-    if not overlay_path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != BASE_PROFILE)
-        raise ConfigError(f"{overlay_path}: no such profile (profiles: {', '.join(known)})")
-    merged = merge(_read_yaml(folder / f"{BASE_PROFILE}.yaml"), _read_yaml(overlay_path) or {})
-    try:
-        Params.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(overlay_path, exc)) from None
-    return merged
-
-
-def write_profile(name: str, out: Path = DEFAULT_PARAMS, folder: Path = PROFILES) -> None:
-    """Write profile `name` as the active params file."""
-    merged = profile_params(name, folder)
-    header = (f"# Profile \"{name}\": profiles/base.yaml with profiles/{name}.yaml over it, written by "
-              f"`make profile PROFILE={name}`.\n# Edit freely; `make profile` overwrites it.\n")
-    out.write_text(header + yaml.safe_dump(merged, sort_keys=False))

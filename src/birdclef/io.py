@@ -18,9 +18,13 @@ from tqdm import tqdm
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `final`; on success rename it over `final` (file or directory)."""
+    """Yield a temp path beside `final`; on success rename it over `final` (file or directory).
+
+    A process killed inside this block (kill -9, OOM) leaves its temp path behind: the next
+    writer of `final` removes those of processes that are gone."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
@@ -36,6 +40,28 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     else:
         _remove(final) if final.is_dir() else None
         os.replace(tmp, final)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the temp and old paths of `final` (`.<name>.tmp-<pid>`, `.<name>.old-<pid>`) whose
+    process is gone; returns what was removed."""
+    removed = []
+    for path in final.parent.glob(f".{final.name}.*-*"):
+        kind, _, pid = path.name[len(final.name) + 2 :].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def _remove(path: Path) -> None:

@@ -164,6 +164,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `model` under the names of the plain modules: without the wrappers'
+    prefixes, also where a submodule is wrapped (the engine compiles `model.backbone`, whose
+    parameters are then named `backbone._orig_mod.*`)."""
+    state = unwrap_model(model).state_dict()
+    return {k.replace("_orig_mod.", ""): v.detach().cpu().contiguous() for k, v in state.items()}
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -181,7 +189,7 @@ def save_checkpoint(
     extra = _plain(dict(extra or {}), "extra")
     payload = {
         "format_version": CHECKPOINT_FORMAT,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()},
+        "state_dict": plain_state_dict(plain),
         "model_cfg": model_cfg.model_dump(mode="json"),
         "frontend_cfg": frontend_cfg.model_dump(mode="json"),
         "classes": [str(c) for c in classes],

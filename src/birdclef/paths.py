@@ -12,6 +12,9 @@ from pathlib import Path
 METADATA = Path("data/interim/metadata.parquet")
 CLIPS = Path("data/interim/clips")
 SOUNDSCAPES = Path("data/interim/soundscapes")
+# Every audio file preprocess could not use as it is: skipped (undecodable, no samples) or
+# repaired (NaN/inf samples, truncated), with the reason.
+BAD_FILES = Path("data/interim/bad_files.csv")
 TRAIN = Path("data/processed/train.parquet")
 CLASSES = Path("data/processed/classes.json")
 TEACHER = Path("models/teacher")

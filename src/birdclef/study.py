@@ -36,7 +36,7 @@ from scipy import stats
 
 from birdclef import paths, tracking
 from birdclef.config import Params, load_params
-from birdclef.evaluation import ModelSetScores, block_resamples, bootstrap
+from birdclef.evaluation import ModelSetScores, block_resamples, bootstrap, eval_folder
 from birdclef.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -334,6 +334,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 def cli(args: Any) -> None:
     params = load_params(args.params)
+    eval_folder(params)  # the study scores labelled soundscapes: stop before running anything
     cfg = params.study
     arms = list(cfg.arms) if args.arms is None else [a.strip() for a in args.arms.split(",")]
     unknown = [a for a in arms if a not in cfg.arms]

@@ -2,14 +2,18 @@
 
 Every stage opens one run through `stage_run`. The run is tagged with its lineage: the DVC stage,
 the git commit (and whether the tree was dirty), the DVC experiment name and baseline, the content
-hashes (from dvc.lock) of the stage's inputs, the run ids of the upstream stages, and one pipeline
-id shared by all stages of one `dvc repro` / `dvc exp run`. The run id is written to a small file
-that DVC caches as a stage output, so the link survives DVC restoring a stage from its run cache.
+hashes of the stage's inputs as DVC records them, the run ids of the upstream stages, the process
+that runs it, and one pipeline id shared by all stages of one `dvc repro` / `dvc exp run`. The run
+id is written to a small file that DVC caches as a stage output, so the link survives DVC restoring
+a stage from its run cache. A stage's runs left RUNNING by a killed process are marked KILLED when
+the stage starts again.
 
 Store: a SQLite file at the DVC repo root, addressed by absolute path, with artifacts beside it in
 `mlartifacts/`. `dvc exp run --temp/--queue` runs stages in a copy under .dvc/tmp/exps but sets
 DVC_ROOT to the real root, so every run lands in the main repo's store. MLFLOW_TRACKING_URI
-overrides this (use a tracking server when several experiments run at once).
+overrides this (use a tracking server when several experiments run at once). Outside a DVC
+repository, with no MLFLOW_TRACKING_URI, there is no store to use: tracking refuses to create an
+empty one there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,18 +35,39 @@ from birdclef.io import write_json
 RUNS_DIR = Path("runs")
 
 
-def repo_root() -> Path:
+class StoreNotFoundError(FileNotFoundError):
+    """No MLflow store to log to: not in a DVC repository and MLFLOW_TRACKING_URI is not set."""
+
+
+def nearest_dvc_folder() -> Path | None:
+    """The nearest folder at or above the working directory that holds `.dvc`."""
+    here = Path.cwd().resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / ".dvc").is_dir()), None)
+
+
+def find_dvc_root() -> Path | None:
+    """DVC_ROOT (set by DVC for stage commands: the main repository, also for an experiment that
+    runs in a temp copy), else the nearest folder holding `.dvc`."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / ".dvc").is_dir():
-            return folder
-    return here
+    return nearest_dvc_folder()
+
+
+def repo_root() -> Path:
+    return find_dvc_root() or Path.cwd().resolve()
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else the SQLite store at the DVC repository's root."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = find_dvc_root()
+    if root is None:
+        raise StoreNotFoundError(
+            f"{Path.cwd()} is not inside a DVC repository and MLFLOW_TRACKING_URI is not set: "
+            "there is no MLflow store here and birdclef will not create an empty one. Run from "
+            "the repository, or set MLFLOW_TRACKING_URI=sqlite:///<repository>/mlflow.db")
+    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 def _mlflow():
@@ -102,19 +128,41 @@ def pipeline_id() -> str:
     return f"{exp}-{digest}" if exp else digest
 
 
-def lock_hashes(paths: list[str]) -> dict[str, str]:
-    """Content hashes of these paths as their producing stages recorded them in dvc.lock (the
-    `outs` of upstream stages, which DVC updated before this stage started)."""
+def lock_outs() -> dict[str, str]:
+    """path -> md5 of every stage output in dvc.lock (DVC updates a stage's entry as soon as the
+    stage is done, so an upstream output's entry is current when the next stage starts)."""
     lock = Path("dvc.lock")
-    if not lock.is_file():
+    data = (yaml.safe_load(lock.read_text()) or {}) if lock.is_file() else {}
+    return {entry["path"]: entry["md5"] for stage in (data.get("stages") or {}).values()
+            for entry in stage.get("outs", []) if "md5" in entry}
+
+
+def dvc_hashes(paths: list[str]) -> dict[str, str]:
+    """Each path's md5 computed by DVC itself (`<md5>.dir` for a folder): the value dvc.lock gets
+    for it as a dependency. DVC's state database keeps the hashes of unchanged files, so a folder
+    that `dvc repro` has just checked costs a walk of its file list, not a read of its bytes."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.build import build
+
+    # The working copy the stage runs in (an experiment's temp copy has its own .dvc); no_scm:
+    # the hash does not involve git, and a copy without git still hashes. Outside a DVC working
+    # copy there is no dvc.lock to agree with, and no state database: nothing is hashed.
+    root = nearest_dvc_folder()
+    if root is None:
         return {}
-    data = yaml.safe_load(lock.read_text()) or {}
-    found: dict[str, str] = {}
-    for stage in (data.get("stages") or {}).values():
-        for entry in stage.get("outs", []):
-            if entry.get("path") in paths and "md5" in entry:
-                found[entry["path"]] = entry["md5"]
-    return found
+    with Repo(str(root), config={"core": {"no_scm": True}}) as repo:
+        return {path: build(repo.cache.local, repo.fs.abspath(path), repo.fs, "md5",
+                            ignore=repo.dvcignore, dry_run=True)[2].hash_info.value
+                for path in paths}
+
+
+def input_hashes(paths: list[str]) -> dict[str, str]:
+    """Content hashes of a stage's inputs, as DVC records them: an upstream stage's output from
+    that stage's `outs` in dvc.lock, any other input (the raw data) hashed by DVC here."""
+    outs = lock_outs()
+    found = {path: outs[path] for path in paths if path in outs}
+    rest = [path for path in paths if path not in outs and Path(path).exists()]
+    return {**found, **(dvc_hashes(rest) if rest else {})}
 
 
 # Files that DVC and the stages themselves rewrite: their changes do not make the code dirty.
@@ -202,6 +250,37 @@ class StageRun:
             yield StageRun(self._mlflow, run, {**self.tags, **(tags or {})})
 
 
+def process_tags() -> dict[str, str]:
+    """Which process runs a stage: its host, pid and start time (a reused pid has another)."""
+    import psutil
+
+    return {"process.host": socket.gethostname(), "process.pid": str(os.getpid()),
+            "process.started": repr(psutil.Process().create_time())}
+
+
+def process_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the process these tags name has ended (only a process of this host can be asked)."""
+    import psutil
+
+    if tags.get("process.host") != socket.gethostname() or "process.pid" not in tags:
+        return False
+    try:
+        return repr(psutil.Process(int(tags["process.pid"])).create_time()) != tags.get("process.started")
+    except psutil.NoSuchProcess:
+        return True
+
+
+def end_dead_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the runs of `stage` (and its fold runs) still RUNNING whose process is gone: a
+    kill -9 or an out-of-memory kill ends a stage without closing its runs."""
+    query = f"tags.`birdclef.stage` = '{stage}' and attributes.status = 'RUNNING'"
+    dead = [run.info.run_id for run in client.search_runs([experiment_id], filter_string=query)
+            if process_gone(run.data.tags)]
+    for run_id in dead:
+        client.set_terminated(run_id, "KILLED")
+    return dead
+
+
 def pipeline_run_name() -> str:
     """The DVC experiment's name, else the workspace at its commit."""
     return os.environ.get("DVC_EXP_NAME") or f"workspace@{git_commit()[:8] or 'no-commit'}"
@@ -218,7 +297,8 @@ def pipeline_parent(mlflow: Any, experiment_id: str, pid: str, tags: Mapping[str
     if found:
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=pipeline_run_name(), tags={
-        **{k: str(v) for k, v in tags.items() if not k.startswith(("birdclef.stage", "input.", "upstream."))},
+        **{k: str(v) for k, v in tags.items()
+           if not k.startswith(("birdclef.stage", "input.", "upstream.", "process."))},
         "birdclef.kind": "pipeline"})
     params_file = Path("params.yaml")
     if params_file.is_file():
@@ -251,11 +331,13 @@ def stage_run(
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
     }
-    for path, md5 in lock_hashes(inputs or []).items():
+    for path, md5 in input_hashes(inputs or []).items():
         tags[f"input.md5.{path}"] = md5
     for name, info in upstream_runs.items():
         if info:
             tags[f"upstream.{name}.run_id"] = info["run_id"]
+    end_dead_runs(mlflow.MlflowClient(), experiment_id, tags["birdclef.stage"])
+    tags.update(process_tags())
     parent = pipeline_parent(mlflow, experiment_id, pid, tags)
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent) as run:
         handle = StageRun(mlflow, run, tags, parent)

@@ -10,6 +10,8 @@ confidence).
 Outputs: metrics/evaluate.json (headline scores), reports/details/evaluate.json (everything: folds,
 standard errors, paired differences, pseudo-label quality), reports/evaluate_per_class.csv (DVC
 plot), data/evaluation/student.parquet (the shipped students' scores file), an MLflow run.
+Without labelled soundscapes (`sources.eval_soundscapes: null`) nothing is scored: the metrics
+and details say `available: false` and why, the tables are written empty.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from birdclef.evaluation import (
     score_ensemble,
 )
 from birdclef.inference import OnnxEnsemble, TorchEnsemble
-from birdclef.io import write_csv, write_json
+from birdclef.io import write_csv, write_json, write_parquet
 from birdclef.pseudo_labels import student_targets
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ def compare(params: Params) -> tuple[dict[str, Any], pd.DataFrame]:
         metrics["student_minus_teacher"] = paired_difference(
             truth, sets["student"].ensemble(pp, True), teacher.ensemble(pp, True), resamples)
     metrics["teacher_pseudo_label_quality"] = teacher_label_quality(teacher, truth, params)
-    metrics.update({"windows": len(teacher.row_ids), "soundscapes": len(set(teacher.soundscapes)),
+    metrics.update({"available": True, "windows": len(teacher.row_ids),
+                    "soundscapes": len(set(teacher.soundscapes)),
                     "classes_scored": int(np.sum(truth.sum(axis=0) > 0)),
                     "rounds": paths.trained_rounds()})
     return metrics, pd.DataFrame(per_class)
@@ -113,13 +116,33 @@ def headline_scores(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def write_not_available(reason: str, run: tracking.StageRun) -> None:
+    """Every output (DVC outputs must exist), empty or saying why nothing was scored."""
+    write_parquet(paths.scores("student"), pd.DataFrame(columns=["row_id", "block", "fold"]))
+    write_json(paths.metrics("evaluate"), {"available": False})
+    write_json(paths.details("evaluate"), {"available": False, "reason": reason})
+    write_csv(paths.report("evaluate_per_class.csv"),
+              pd.DataFrame(columns=["species", "teacher_auc", "student_auc"]))
+    run.set_tags({"evaluation": f"not available: {reason}"})
+    log.warning("evaluate: not available: %s", reason)
+
+
 def main(params: Params) -> None:
     set_threads(0)
     with tracking.stage_run(
-        "evaluate", {"postprocess": params.postprocess.model_dump()}, params.tracking.experiment,
-        inputs=[str(paths.scores("teacher")), str(paths.ONNX)],
+        "evaluate", {"postprocess": params.postprocess.model_dump(),
+                     "eval_soundscapes": params.sources.eval_soundscapes},
+        params.tracking.experiment,
+        inputs=[str(paths.scores("teacher")), str(paths.scores("truth")), str(paths.ONNX),
+                *(str(paths.students(r)) for r in range(1, paths.MAX_ROUNDS + 1)),
+                params.sources.root],  # the labelled soundscapes (optional) lie under it
         upstream=["evaluate_teacher", "export"],
     ) as run:
+        try:
+            eval_folder(params)
+        except FileNotFoundError as exc:  # sources.eval_soundscapes is null
+            write_not_available(str(exc), run)
+            return
         metrics, per_class = compare(params)
         headline = headline_scores(metrics)
         write_json(paths.metrics("evaluate"), headline)

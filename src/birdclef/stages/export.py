@@ -60,8 +60,10 @@ def export_fold(checkpoint: Path, out_file: Path, opset: int) -> dict[str, Any]:
     return meta
 
 
-def export_folder(checkpoints: list[Path], out: Path, opset: int) -> dict[str, Any]:
-    """Export every fold into `out` and write its manifest.json."""
+def export_folder(checkpoints: list[Path], out: Path, params: Params) -> dict[str, Any]:
+    """Export every fold into `out` and write its manifest.json (with the batch size and the fold
+    reduction of the predict path, which the registered model uses)."""
+    opset = params.export.opset
     files, folds, metas = [], [], []
     for path in checkpoints:
         name = f"{path.stem}.onnx"
@@ -75,6 +77,7 @@ def export_folder(checkpoints: list[Path], out: Path, opset: int) -> dict[str, A
     manifest = {
         "classes": metas[0]["classes"], "frontend_cfg": metas[0]["frontend_cfg"], "folds": folds,
         "files": files, "opset": opset, "input": "images", "output": "logits",
+        "batch_windows": params.predict.batch_windows, "reduction": params.postprocess.reduction,
         "checkpoints_sha256": {p.name: sha256_file(p) for p in checkpoints},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -133,13 +136,14 @@ def main(params: Params) -> None:
     checkpoints = checkpoint_paths(students)
     with tracking.stage_run(
         "export", {"export": params.export.model_dump(), "predict": params.predict.model_dump()},
-        params.tracking.experiment, inputs=[str(students)],
+        params.tracking.experiment,
+        inputs=[str(paths.students(r)) for r in range(1, paths.MAX_ROUNDS + 1)],
         upstream=[f"train_student_round{rounds[-1]}"],
     ) as run:
         # Checked before the rename: a failing export leaves the previous models/onnx in place.
         with atomic_path(paths.ONNX) as tmp:
             tmp.mkdir()
-            manifest = export_folder(checkpoints, tmp, params.export.opset)
+            manifest = export_folder(checkpoints, tmp, params)
             metrics = parity_and_speed(students, tmp, params)
             check_parity(metrics, params)
         metrics.update({

@@ -86,7 +86,8 @@ def main(params: Params) -> None:
         "sample",
         {"sample": params.sample.model_dump(), "near_duplicates": params.sources.near_duplicates},
         params.tracking.experiment,
-        inputs=[str(METADATA)],
+        # sources.root: the near-duplicates file (optional) lies under it
+        inputs=[str(METADATA), params.sources.root],
         upstream=["preprocess"],
     ) as run:
         table, classes, report, metrics = build(params)

@@ -62,8 +62,8 @@ def train_round(params: Params, round_: int, table: pd.DataFrame) -> None:
 
     run_training(
         name(round_), cfg, params, paths.students(round_), stage=f"train_student_round{round_}",
-        inputs=[str(paths.TRAIN), str(paths.CLIPS), str(paths.SOUNDSCAPES),
-                str(paths.pseudo_labels(round_))],
+        inputs=[str(paths.TRAIN), str(paths.CLASSES), str(paths.CLIPS), str(paths.SOUNDSCAPES),
+                str(paths.pseudo_labels(round_)), str(labeller)],
         upstream=["sample", f"pseudo_label_round{round_}"], setup=setup,
         extra={"round": round_, "pseudo_labels_sha256": sha256_file(paths.pseudo_labels(round_))},
         logged={"round": round_},

@@ -13,6 +13,6 @@ def main(params: Params) -> None:
     launch(params.teacher.device, params.teacher.ddp_processes)
     run_training(
         "teacher", params.teacher, params, paths.TEACHER, stage="train_teacher",
-        inputs=[str(paths.TRAIN), str(paths.CLIPS), str(paths.SOUNDSCAPES)],
+        inputs=[str(paths.TRAIN), str(paths.CLASSES), str(paths.CLIPS), str(paths.SOUNDSCAPES)],
         upstream=["sample", "preprocess"],
     )

@@ -1,0 +1,126 @@
+"""Every profile is a working pipeline: `birdclef profile <name>` in a copy of the repository, then
+`dvc dag`, `dvc status` and `dvc repro --dry` succeed (null optional inputs never reach dvc.yaml
+as dependency paths), and the generated corpus is an upstream of preprocess only where it is read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.test_pipeline_e2e import sh, stages_run
+
+PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if p.stem != "base")
+ALL_STAGES = 13  # make_sample ... evaluate, with three pseudo-labelling round slots
+
+
+def copy_repository(root: Path) -> Path:
+    """The project's files (what a clone has) in a fresh git repository."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "copy")
+    return root
+
+
+def use_profile(repo: Path, name: str) -> dict:
+    """`birdclef profile <name>`, and the raw-data folder in place where the profile reads real
+    data (README, real data, step 1)."""
+    sh(repo, "birdclef", "profile", name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    if params["sources"]["root"] != params["make_sample"]["out_dir"]:
+        (repo / params["sources"]["root"]).mkdir(parents=True, exist_ok=True)
+    return params
+
+
+def edges(repo: Path) -> set[tuple[str, str]]:
+    dot = sh(repo, "dvc", "dag", "--dot").stdout
+    return {tuple(part.strip().strip('";') for part in line.split("->"))
+            for line in dot.splitlines() if "->" in line}
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repository(tmp_path_factory.mktemp("profiles") / "repo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_resolves_in_a_fresh_clone(fresh: Path, name: str) -> None:
+    params = use_profile(fresh, name)
+    generated = params["sources"]["root"] == params["make_sample"]["out_dir"]
+    graph = edges(fresh)
+    assert (("make_sample", "preprocess") in graph) == generated
+    assert ("preprocess", "sample") in graph and ("export", "evaluate") in graph
+    assert "ERROR" not in sh(fresh, "dvc", "status").stderr
+    # Without --force, a dry run of a clone with no outputs yet stops at the first stage whose
+    # input another stage writes (DVC checks its run cache by their hashes): the next test.
+    dry = sh(fresh, "dvc", "repro", "--dry", "--force")
+    assert len(stages_run(dry.stdout)) == ALL_STAGES
+
+
+@pytest.mark.e2e
+def test_profile_dry_runs_in_a_reproduced_repository(tmp_path: Path) -> None:
+    """After `dvc repro` (tiny), a switch to any profile gives a working `dvc repro --dry`."""
+    repo = copy_repository(tmp_path / "repo")
+    use_profile(repo, "tiny")
+    sh(repo, "dvc", "repro")
+    for name in PROFILES:
+        use_profile(repo, name)
+        dry = sh(repo, "dvc", "repro", "--dry")
+        assert "ERROR" not in dry.stdout + dry.stderr, name
+        assert "Running stage 'preprocess'" in dry.stdout or name.startswith("tiny"), name
+        sh(repo, "dvc", "dag")
+        sh(repo, "dvc", "status")
+    # back from real data (make_sample wrote its placeholder) the corpus is generated again
+    use_profile(repo, "full2024")
+    sh(repo, "dvc", "repro", "make_sample")
+    assert [p.name for p in (repo / "data/raw/sample").iterdir()] == ["NOT_GENERATED.txt"]
+    use_profile(repo, "tiny")
+    assert "sources.root" in sh(repo, "dvc", "status", "make_sample").stdout
+
+
+def test_real_data_profile_generates_nothing_and_scores_nothing_without_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """full2024 (no labelled soundscapes): make_sample writes a placeholder, evaluate_teacher and
+    evaluate succeed and say that the evaluation is not available, and why."""
+    from birdclef.config import Params
+    from birdclef.profiles import profile_params
+    from birdclef.stages import evaluate, evaluate_teacher, make_sample
+
+    params = Params.model_validate(profile_params("full2024", REPO / "profiles"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    make_sample.main(params)
+    assert [p.name for p in (tmp_path / "data/raw/sample").iterdir()] == ["NOT_GENERATED.txt"]
+    details = json.loads((tmp_path / "reports/details/make_sample.json").read_text())
+    assert details["generated"] is False and "sources.root is data/raw/kaggle" in details["reason"]
+
+    evaluate_teacher.main(params)
+    evaluate.main(params)
+    for name in ("evaluate_teacher", "evaluate"):
+        details = json.loads((tmp_path / f"reports/details/{name}.json").read_text())
+        assert details == {"available": False,
+                           "reason": "sources.eval_soundscapes is null: no labelled soundscapes to score"}
+    assert json.loads((tmp_path / "metrics/evaluate.json").read_text()) == {"available": False}
+    for table in ("teacher", "truth", "student"):
+        assert pd.read_parquet(tmp_path / f"data/evaluation/{table}.parquet").empty
+    assert (tmp_path / "reports/evaluate_per_class.csv").is_file()
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["birdclef-full2024"], output_format="list",
+                              filter_string="attributes.run_name = 'evaluate'")
+    assert runs[0].data.tags["evaluation"].startswith("not available: sources.eval_soundscapes")
