@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,54 @@ os.environ.setdefault("GIT_COMMITTER_NAME", "test")
 os.environ.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+       timeout: int = 1200) -> subprocess.CompletedProcess:
+    """A command with this environment's tools on PATH and no MLflow/DVC settings of the caller
+    (plus `env`)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    clean["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
+    clean["DVC_NO_ANALYTICS"] = "1"
+    result = subprocess.run(args, cwd=cwd, env={**clean, **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def copy_repository(root: Path) -> Path:
+    """The project's files (what a clone has) in a fresh git repository."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "copy")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project with the tiny profile, reproduced once for every e2e module (a test
+    that changes it puts it back)."""
+    from birdclef.profiles import write_profile
+
+    root = copy_repository(tmp_path_factory.mktemp("e2e") / "repo")
+    write_profile("tiny", root / "params.yaml", root / "profiles")
+    sh(root, "git", "commit", "-qam", "tiny")
+    result = sh(root, "dvc", "repro")
+    (root / "first_repro.log").write_text(result.stdout)
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "reproduced")  # the state tests put back
+    return root
 
 
 def tone(seconds: float, sr: int = 32000, freq: float = 1000.0, channels: int = 1) -> np.ndarray:

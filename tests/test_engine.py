@@ -298,7 +298,6 @@ main(["train-teacher"])
 @pytest.mark.e2e
 def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     """Kill train_teacher mid-epoch; the rerun resumes from the saved epoch, same final weights."""
-    from tests.test_pipeline_e2e import sh  # noqa: F401  (same env handling)
 
     work = tmp_path / "w"
     work.mkdir()

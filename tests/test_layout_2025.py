@@ -14,8 +14,7 @@ import pytest
 from birdclef import paths
 from birdclef.profiles import write_profile
 from birdclef.windows import window_count
-from tests.conftest import REPO
-from tests.test_pipeline_e2e import sh, stages_run
+from tests.conftest import REPO, sh, stages_run
 
 pytestmark = pytest.mark.e2e
 

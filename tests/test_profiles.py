@@ -6,32 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.test_pipeline_e2e import sh, stages_run
+from tests.conftest import REPO, copy_repository, sh, stages_run
 
 PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if p.stem != "base")
 ALL_STAGES = 13  # make_sample ... evaluate, with three pseudo-labelling round slots
-
-
-def copy_repository(root: Path) -> Path:
-    """The project's files (what a clone has) in a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "copy")
-    return root
 
 
 def use_profile(repo: Path, name: str) -> dict:
@@ -71,24 +55,28 @@ def test_profile_resolves_in_a_fresh_clone(fresh: Path, name: str) -> None:
 
 
 @pytest.mark.e2e
-def test_profile_dry_runs_in_a_reproduced_repository(tmp_path: Path) -> None:
+def test_profile_dry_runs_in_a_reproduced_repository(tiny_repo: Path) -> None:
     """After `dvc repro` (tiny), a switch to any profile gives a working `dvc repro --dry`."""
-    repo = copy_repository(tmp_path / "repo")
-    use_profile(repo, "tiny")
-    sh(repo, "dvc", "repro")
-    for name in PROFILES:
-        use_profile(repo, name)
-        dry = sh(repo, "dvc", "repro", "--dry")
-        assert "ERROR" not in dry.stdout + dry.stderr, name
-        assert "Running stage 'preprocess'" in dry.stdout or name.startswith("tiny"), name
-        sh(repo, "dvc", "dag")
-        sh(repo, "dvc", "status")
-    # back from real data (make_sample wrote its placeholder) the corpus is generated again
-    use_profile(repo, "full2024")
-    sh(repo, "dvc", "repro", "make_sample")
-    assert [p.name for p in (repo / "data/raw/sample").iterdir()] == ["NOT_GENERATED.txt"]
-    use_profile(repo, "tiny")
-    assert "sources.root" in sh(repo, "dvc", "status", "make_sample").stdout
+    repo = tiny_repo
+    try:
+        for name in PROFILES:
+            use_profile(repo, name)
+            dry = sh(repo, "dvc", "repro", "--dry")
+            assert "ERROR" not in dry.stdout + dry.stderr, name
+            assert "Running stage 'preprocess'" in dry.stdout or name.startswith("tiny"), name
+            sh(repo, "dvc", "dag")
+            sh(repo, "dvc", "status")
+        # back from real data (make_sample wrote its placeholder) the corpus is generated again
+        use_profile(repo, "full2024")
+        sh(repo, "dvc", "repro", "make_sample")
+        assert [p.name for p in (repo / "data/raw/sample").iterdir()] == ["NOT_GENERATED.txt"]
+        use_profile(repo, "tiny")
+        assert "sources.root" in sh(repo, "dvc", "status", "make_sample").stdout
+    finally:  # the shared repository as it was
+        sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+        shutil.rmtree(repo / "data/raw/sample", ignore_errors=True)
+        sh(repo, "dvc", "checkout", "--force")
+        shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
 
 
 def test_real_data_profile_generates_nothing_and_scores_nothing_without_labels(

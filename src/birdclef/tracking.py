@@ -85,7 +85,10 @@ def _experiment_id(mlflow: Any, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (repo_root() / "mlartifacts").as_uri()
+    # A tracking server stores artifacts itself (its --artifacts-destination); a local store keeps
+    # them beside mlflow.db, addressed absolutely so DVC's temp experiment copies log there too.
+    served = tracking_uri().startswith(("http://", "https://"))
+    location = None if served else (repo_root() / "mlartifacts").as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # another process created it first
