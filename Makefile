@@ -45,7 +45,8 @@ mlflow-ui: venv
 # A tracking server for several writers (dvc queue start -j N, a team): on 127.0.0.1 only.
 # MLFLOW_BACKEND may be a PostgreSQL URI; MLFLOW_AUTH=1 turns on MLflow's basic authentication
 # (admin password from MLFLOW_AUTH_ADMIN_PASSWORD, users' database and settings from the file
-# MLFLOW_AUTH_CONFIG_PATH points at: keep both outside the repository). Then, for every command:
+# MLFLOW_AUTH_CONFIG_PATH points at, CSRF key from MLFLOW_FLASK_SERVER_SECRET_KEY: keep all of them
+# outside the repository). Then, for every command:
 #   export MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT)  (and MLFLOW_TRACKING_USERNAME/PASSWORD)
 MLFLOW_PORT ?= 5001
 MLFLOW_BACKEND ?= sqlite:///$(abspath mlflow-server.db)

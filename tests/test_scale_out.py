@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,18 +51,28 @@ def start_server(
                "--port", str(port), "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
                "--artifacts-destination", str(folder / "artifacts"), *extra]
     proc = subprocess.Popen(command, cwd=folder, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
     return url, proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """The server and its workers (one process group)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     url, proc = start_server(tmp_path / "server")
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
@@ -117,18 +128,19 @@ def test_a_server_with_authentication_refuses_anonymous_requests(
     config.write_text("[mlflow]\ndefault_permission = READ\n"
                       f"database_uri = sqlite:///{folder / 'users.db'}\nadmin_username = admin\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    secret = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-pass"}
+    secret = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-pass-1234",
+              "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-csrf-key"}
     url, proc = start_server(folder, "--app-name", "basic-auth", env=secret)
     try:
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(search, timeout=10)
         assert refused.value.code == 401
-        token = base64.b64encode(b"admin:s3cret-pass").decode()
+        token = base64.b64encode(b"admin:s3cret-pass-1234").decode()
         request = urllib.request.Request(search, headers={"Authorization": f"Basic {token}"})
         assert urllib.request.urlopen(request, timeout=10).status == 200
         env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-               "MLFLOW_TRACKING_PASSWORD": "s3cret-pass"}
+               "MLFLOW_TRACKING_PASSWORD": "s3cret-pass-1234"}
         sh(tiny_repo, "dvc", "exp", "run", "--temp", "-n", "authed", "-f", "-s", "sample", env=env)
         import mlflow
 
@@ -142,5 +154,4 @@ def test_a_server_with_authentication_refuses_anonymous_requests(
                 os.environ.pop(key, None)
         assert any(r.info.run_name == "sample" for r in runs)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
