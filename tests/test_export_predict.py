@@ -63,14 +63,21 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_export_manifest_metrics_and_parity(workdir: Path) -> None:
     metrics = json.loads((workdir / "reports/details/export.json").read_text())
-    assert metrics["n_models"] == 2 and metrics["opset"] == 18
+    assert metrics["n_models"] == 2 and metrics["opset"] == 18 and metrics["fused"] is True
     assert metrics["parity_max_abs_diff"] < 1e-3 and metrics["parity_auc_diff"] < 1e-3
     assert metrics["onnx_windows_per_s"] > 0 and metrics["torch_windows_per_s"] > 0
+    assert metrics["fused_vs_separate_max_abs_diff"] < 1e-5 and metrics["separate_windows_per_s"] > 0
+    # every engine priced; no labelled soundscapes in this folder, so no AUC difference
+    engines = metrics["engines"]
+    assert engines["labelled_windows"] == 0
+    for name in ("onnxruntime/fp32", "openvino/fp32"):
+        assert engines[name]["windows_per_s"] > 0 and engines[name]["max_abs_logit_diff"] < 1e-3
+    assert "windows_per_s" in engines["openvino/bf16"] or "skipped" in engines["openvino/bf16"]
     manifest = json.loads((workdir / "models/onnx/manifest.json").read_text())
     assert manifest["classes"] == CLASSES and manifest["folds"] == [0, 1]
-    assert manifest["files"] == ["fold0.onnx", "fold1.onnx"]
+    assert manifest["files"] == ["fold0.onnx", "fold1.onnx"] and manifest["fused"] == "ensemble.onnx"
     assert sorted(p.name for p in (workdir / "models/onnx").iterdir()) == [
-        "fold0.onnx", "fold1.onnx", "manifest.json"]  # self-contained: no external data files
+        "ensemble.onnx", "fold0.onnx", "fold1.onnx", "manifest.json"]  # no external data files
     # independently of the stage: both engines on other fixed audio
     cfg = tiny_params().frontend
     windows = fixed_windows(6, window_samples(cfg), seed=3)
@@ -269,10 +276,22 @@ def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Pat
     np.testing.assert_allclose(table[CLASSES].to_numpy(), expected, atol=1e-6)
 
 
-def test_benchmark_runs_both_engines(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_benchmark_explains_predicts_path(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
-    result = benchmark.run(0.5, Path("models/onnx"), Path("models/student/round1"), 1, tiny_params(),
-                           repeats=1)
-    assert result["models"] == 2 and result["windows"] == 6
-    assert result["onnx_windows_per_s"] > 0 and result["eager_windows_per_s"] > 0
-    assert result["projected_minutes_52800_windows_4_cores"] > 0
+    result = benchmark.run(0.5, Path("models/onnx"), 1, tiny_params(), repeats=2,
+                           checkpoints=Path("models/student/round1"))
+    assert result["models"] == 2 and result["windows"] == 6 and result["files"] == 1
+    assert result["engine"] == "onnxruntime/fp32" and result["fused"] is True
+    seconds = result["end_to_end_seconds"]
+    assert 0 < seconds["min"] <= seconds["median"] <= seconds["max"]
+    assert result["ensemble_windows_per_s"] > 0 and result["eager_windows_per_s"] > 0
+    assert result["model_windows_per_s"] == pytest.approx(2 * result["ensemble_windows_per_s"])
+    parts = result["ms_per_window"]
+    assert {"decode", "resample", "mel", "model0", "model1", "fused_models", "postprocess",
+            "overhead"} <= set(parts)
+    assert parts["decode"] > 0 and parts["resample"] == 0  # the files are at the model's rate
+    assert {"decode_wait", "mel", "models", "postprocess"} <= set(result["predict_parts_ms_per_window"])
+    assert 0.15 < result["gflop_per_window_per_model"] < 0.25  # efficientvit_b0 on 224 x 224
+    assert result["peak_gflops"] > 0 and 0 < result["roofline_fraction"] < 1
+    assert result["projected_minutes_2024_4_cores"] > result["projected_minutes_2025_4_cores"] > 0
+    assert "ensemble windows/s" in benchmark.report(result)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from birdclef.study import read_output
 from tests.conftest import sh, stages_run
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +143,7 @@ def test_export_and_evaluate(repo: Path) -> None:
 def exp_file(repo: Path, name: str, path: str) -> dict:
     refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
     (ref,) = [r for r in refs if r.endswith(f"/{name}")]
-    return json.loads(sh(repo, "git", "show", f"{ref}:{path}").stdout)
+    return json.loads(read_output(ref, Path(path), repo))
 
 
 def test_rounds_param_runs_two_rounds(repo: Path) -> None:

@@ -77,12 +77,14 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
     """Push every output to a (local-folder) remote; a fresh clone pulls them and reruns nothing."""
+    head = sh(tiny_repo, "git", "rev-parse", "HEAD").stdout.strip()
     remote = tmp_path / "remote"
     sh(tiny_repo, "dvc", "remote", "add", "-d", "-f", "store", str(remote))
     try:
+        # what earlier tests left in the workspace (forced reruns) is what gets pushed and cloned
+        sh(tiny_repo, "git", "add", "-A")
+        sh(tiny_repo, "git", "commit", "-qm", "workspace and remote")
         sh(tiny_repo, "dvc", "push")
-        sh(tiny_repo, "git", "add", ".dvc/config")
-        sh(tiny_repo, "git", "commit", "-qm", "remote")
         clone = tmp_path / "clone"
         sh(tmp_path, "git", "clone", "-q", str(tiny_repo), str(clone))
         sh(clone, "dvc", "pull")
@@ -90,7 +92,8 @@ def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
         assert stages_run(sh(clone, "dvc", "repro").stdout) == []
         assert "up to date" in sh(clone, "dvc", "status").stdout
     finally:
-        sh(tiny_repo, "git", "reset", "-q", "--hard", "HEAD~1")
+        sh(tiny_repo, "dvc", "remote", "remove", "store")
+        sh(tiny_repo, "git", "reset", "-q", head)  # the files stay as they were
 
 
 def test_two_queued_experiments_in_parallel_log_to_one_server(tiny_repo: Path, server: str) -> None:

@@ -297,6 +297,8 @@ class ExportConfig(Section):
     parity_atol: float = Field(gt=0)
     parity_auc_tol: float = Field(ge=0)
     bench_seconds: float = Field(gt=0)
+    fused: bool = True  # every fold in one graph too (ensemble.onnx): one call per batch in predict
+    auc_soundscapes: int = Field(default=16, ge=0)  # labelled soundscapes for the engines' AUC cost
 
 
 class EvaluateConfig(Section):
@@ -310,6 +312,8 @@ class PredictConfig(Section):
     workers: int = Field(default=0, ge=0)
     batch_windows: int = Field(default=48, ge=1)
     on_error: Literal["skip", "fail"] = "skip"
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # bf16: openvino on a bf16 CPU
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class TrackingConfig(Section):

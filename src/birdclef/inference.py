@@ -3,25 +3,37 @@
 Export parity, predict, evaluate, pseudo-labelling and the benchmark all go through
 `predict_windows`: the mel image of a window batch is computed once, in PyTorch, and fed to every fold
 model. The mel inside an ONNX graph runs at about 15 windows/s on this CPU against about 210 in
-PyTorch (DESIGN 9). Both ensembles return (folds, windows, classes) logits.
+PyTorch (DESIGN 9). Every ensemble returns (folds, windows, classes) logits.
+
+Exported graphs run on ONNX Runtime (fp32) or OpenVINO (fp32, or bf16 on CPUs with bf16 units);
+`load_ensemble` picks one by name (predict.engine, predict.precision). Where export wrote the fused
+graph (every fold's backbone in one graph that shares the input image: export.fused), one call per
+batch runs the whole ensemble.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from birdclef.config import FrontendConfig
+from birdclef.config import ConfigError, FrontendConfig
 from birdclef.frontend import MelFrontend
 
 MANIFEST = "manifest.json"
+ENGINES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16")
+# engine/precision pairs that export prices (onnxruntime's CPU provider has no bf16 kernels)
+ENGINE_PRECISIONS = ("onnxruntime/fp32", "openvino/fp32", "openvino/bf16")
+log = logging.getLogger(__name__)
 
 
 class Ensemble(Protocol):
@@ -35,18 +47,39 @@ class Ensemble(Protocol):
     def logits(self, windows: np.ndarray, batch: int) -> np.ndarray: ...
 
 
+class Stopwatch:
+    """Seconds spent in each named part of a loop, summed over its iterations."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
 @torch.inference_mode()
 def predict_windows(
-    ensemble: Ensemble, frontend: MelFrontend, windows: np.ndarray, batch: int
+    ensemble: Ensemble, frontend: MelFrontend, windows: np.ndarray, batch: int,
+    clock: Stopwatch | None = None,
 ) -> np.ndarray:
-    """(N, samples) float32 audio windows -> (folds, N, classes) logits, the mel once per window."""
+    """(N, samples) float32 audio windows -> (folds, N, classes) logits, the mel once per window.
+    `clock` collects the seconds of the mel and of the models."""
     if len(windows) == 0:
         return np.zeros((len(ensemble.folds), 0, len(ensemble.classes)), np.float32)
+    clock = clock or Stopwatch()
     device = frontend.ramp.device
     out = []
     for start in range(0, len(windows), batch):
         audio = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch], np.float32))
-        out.append(ensemble.logits_from_images(frontend(audio.to(device))))
+        with clock.part("mel"):
+            images = frontend(audio.to(device))
+        with clock.part("models"):
+            out.append(ensemble.logits_from_images(images))
     return np.concatenate(out, axis=1)
 
 
@@ -104,12 +137,17 @@ def session_options(threads: int) -> Any:
     return options
 
 
-class OnnxEnsemble:
-    """Exported fold models (models/onnx/manifest.json + fold{k}.onnx) on ONNX Runtime, CPU."""
+Runner = Callable[[np.ndarray], np.ndarray]
 
-    def __init__(self, folder: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
 
+class ExportedEnsemble:
+    """Exported fold models (models/onnx/manifest.json, fold{k}.onnx and, where export fused them,
+    one graph of every fold) on a CPU engine. `fused` None: the fused graph when export wrote one."""
+
+    engine = ""
+    precision = "fp32"
+
+    def __init__(self, folder: Path, threads: int = 0, fused: bool | None = None) -> None:
         manifest_path = Path(folder) / MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{manifest_path}: no exported models (run the export stage)")
@@ -118,19 +156,88 @@ class OnnxEnsemble:
         self.folds: list[int] = self.manifest["folds"]
         self.frontend_cfg = FrontendConfig(**self.manifest["frontend_cfg"])
         self.frontend = MelFrontend(self.frontend_cfg)
-        options = session_options(threads)
-        self.sessions = [
-            ort.InferenceSession(str(Path(folder) / f), options, providers=["CPUExecutionProvider"])
-            for f in self.manifest["files"]
-        ]
+        fused_file = self.manifest.get("fused")
+        if fused and not fused_file:
+            raise FileNotFoundError(f"{manifest_path}: export wrote no fused graph (export.fused)")
+        self.fused = bool(fused_file) if fused is None else fused
+        self.graphs = [fused_file] if self.fused else list(self.manifest["files"])
+        self.threads = threads or os.cpu_count() or 1
+        self.runners = [self.compile(Path(folder) / name) for name in self.graphs]
+
+    def compile(self, graph: Path) -> Runner:
+        raise NotImplementedError
 
     def logits_from_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) float32 images -> (folds, B, classes) logits."""
         x = np.ascontiguousarray(images, dtype=np.float32)
-        return np.stack([s.run(["logits"], {"images": x})[0] for s in self.sessions])
+        if self.fused:
+            return self.runners[0](x)
+        return np.stack([run(x) for run in self.runners])
 
     def logits(self, windows: np.ndarray, batch: int) -> np.ndarray:
         return predict_windows(self, self.frontend, windows, batch)
+
+
+class OnnxEnsemble(ExportedEnsemble):
+    """The exported graphs on ONNX Runtime's CPU provider, fp32."""
+
+    engine = "onnxruntime"
+
+    def compile(self, graph: Path) -> Runner:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(graph), session_options(self.threads),
+                                       providers=["CPUExecutionProvider"])
+        return lambda x: session.run(["logits"], {"images": x})[0]
+
+
+def has_bf16() -> bool:
+    """Whether OpenVINO finds bf16 units on this CPU (AVX512_BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoEnsemble(ExportedEnsemble):
+    """The exported graphs on OpenVINO's CPU plugin, read from the ONNX files. fp32, or bf16 (its
+    default on CPUs with bf16 units): a CPU without them runs fp32, with a warning."""
+
+    engine = "openvino"
+
+    def __init__(self, folder: Path, threads: int = 0, precision: str = "fp32",
+                 fused: bool | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r} (one of {PRECISIONS})")
+        if precision == "bf16" and not has_bf16():
+            log.warning("openvino: this CPU has no bf16 units; running fp32 instead")
+            precision = "fp32"
+        self.precision = precision
+        super().__init__(folder, threads, fused)
+
+    def compile(self, graph: Path) -> Runner:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(graph)), "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        return lambda x: request.infer({0: x}, share_inputs=True)[0]
+
+
+def load_ensemble(
+    folder: Path, engine: str = "onnxruntime", precision: str = "fp32", threads: int = 0,
+    fused: bool | None = None,
+) -> ExportedEnsemble:
+    """The exported models of `folder` on `engine` ("onnxruntime" or "openvino") at `precision`."""
+    if engine == "onnxruntime":
+        if precision != "fp32":
+            raise ConfigError(f"predict.precision {precision} needs predict.engine: openvino "
+                              "(onnxruntime runs fp32 here)")
+        return OnnxEnsemble(folder, threads, fused)
+    if engine == "openvino":
+        return OpenVinoEnsemble(folder, threads, precision, fused)
+    raise ConfigError(f"unknown predict.engine {engine!r} (one of {ENGINES})")
 
 
 def fixed_windows(n: int, samples: int, seed: int = 0, sample_rate: int = 32000) -> np.ndarray:

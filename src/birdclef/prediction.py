@@ -1,8 +1,10 @@
-"""`birdclef predict`: a folder of soundscapes -> the competition's submission.csv (ONNX, CPU).
+"""`birdclef predict`: a folder of soundscapes -> the competition's submission.csv (exported
+models on ONNX Runtime or OpenVINO, CPU).
 
-Files are decoded in worker processes with a bounded number in flight (memory stays flat on 1,100
-soundscapes), each soundscape's windows are batched, the mel is computed once per window for all
-fold models, predictions are post-processed per soundscape. A file that cannot be decoded is
+Files are decoded in worker processes with a bounded number in flight, ahead of the file whose
+windows the models are running on; each soundscape's windows are batched, the mel is computed once
+per window for all fold models, predictions are post-processed per soundscape and appended to the
+CSV, so memory stays flat in the number of files. A file that cannot be decoded is
 reported (stderr, `<output>.errors.txt`, the summary) and skipped, or fails the run (`on_error`);
 a file that decoding repaired (NaN/inf samples set to 0, a truncated file decoded as far as it
 goes) is used and reported the same way. A submission with a non-finite value is never written.
@@ -24,8 +26,8 @@ from tqdm import tqdm
 
 from birdclef.audio import AUDIO_SUFFIXES, Attempt, AudioDecodeError, decode_windows
 from birdclef.config import FrontendConfig, Params, load_params
-from birdclef.inference import Ensemble, OnnxEnsemble
-from birdclef.io import atomic_path, progress, write_csv
+from birdclef.inference import Ensemble, Stopwatch, load_ensemble, predict_windows
+from birdclef.io import atomic_path, progress
 from birdclef.parallel import ordered_map, worker_count
 from birdclef.postprocess import postprocess
 from birdclef.windows import row_ids, window_samples
@@ -41,12 +43,72 @@ class Prediction(NamedTuple):
     logits: list[np.ndarray]  # per decoded file: (folds, windows, classes)
     skipped: list[str]  # "path: reason"
     repaired: list[str]  # "path: what decoding repaired" (the file is used)
+    seconds: dict[str, float] | None = None  # decode_wait, mel, models, postprocess
+
+
+class FileResult(NamedTuple):
+    """One decoded file's rows."""
+
+    row_ids: list[str]
+    probs: np.ndarray  # (windows, classes), post-processed
+    logits: np.ndarray  # (folds, windows, classes)
+
+
+class Problems(NamedTuple):
+    """What a pass over the files reports besides the rows."""
+
+    skipped: list[str]
+    repaired: list[str]
+    clock: Stopwatch
 
 
 def decoded(paths: Sequence[Path], cfg: FrontendConfig, workers: int) -> Iterator[Attempt]:
     """Decode in input order with a bounded number of files in flight (birdclef.parallel)."""
     fn = partial(decode_windows, sample_rate=cfg.sample_rate, window=window_samples(cfg))
     return ordered_map(fn, paths, workers)
+
+
+def predict_stream(
+    paths: Sequence[Path], ensemble: Ensemble, params: Params, problems: Problems, *,
+    workers: int | None = None, on_error: str | None = None, smoothing: bool | None = None,
+) -> Iterator[FileResult]:
+    """Each decodable file's rows, in input order; skipped and repaired files go to `problems`.
+
+    The worker processes decode the next files while this process runs the models on the current
+    one; `problems.clock` gets the seconds spent waiting for them (decode_wait), in the mel, the
+    models and the post-processing. `workers` 0 means one decoding process per core; `on_error`
+    "fail" raises AudioDecodeError.
+    """
+    cfg = ensemble.frontend_cfg
+    workers = params.predict.workers if workers is None else workers
+    on_error = on_error or params.predict.on_error
+    clock = problems.clock
+    # no more decoding processes than files: a pool costs about a second to start
+    stream = decoded([Path(p) for p in paths], cfg, min(worker_count(workers), max(1, len(paths))))
+    with contextlib.closing(stream), progress(
+        total=len(paths), desc="predict", unit="file", mininterval=1.0
+    ) as bar:
+        while True:
+            with clock.part("decode_wait"):
+                attempt = next(stream, None)
+            if attempt is None:
+                return
+            bar.update()
+            path, windows, error, repairs, _ = attempt
+            if windows is None:
+                if on_error == "fail":
+                    raise AudioDecodeError(error)
+                tqdm.write(f"predict: skipped {error}", file=sys.stderr)
+                problems.skipped.append(error)
+                continue
+            if repairs.problems():
+                problems.repaired.append(f"{path}: {'; '.join(repairs.problems().values())}")
+                tqdm.write(f"predict: repaired {problems.repaired[-1]}", file=sys.stderr)
+            logits = predict_windows(ensemble, ensemble.frontend, windows,
+                                     params.predict.batch_windows, clock)
+            with clock.part("postprocess"):
+                probs = postprocess(logits, params.postprocess, smoothing)
+            yield FileResult(row_ids(Path(path).stem, len(windows), cfg.window_seconds), probs, logits)
 
 
 def predict_files(
@@ -58,42 +120,19 @@ def predict_files(
     on_error: str | None = None,
     smoothing: bool | None = None,
 ) -> Prediction:
-    """The predict path shared with evaluate and benchmark: decode, mel once, models, post-process.
+    """The predict path shared with evaluate and benchmark: decode, mel once, models, post-process,
+    every file's rows and logits kept (`predict_folder` streams them to the CSV instead).
 
-    `ensemble` is an OnnxEnsemble (what `birdclef predict` submits) or a TorchEnsemble (benchmark).
-    `workers` 0 means one decoding process per core; `on_error` "fail" raises AudioDecodeError.
+    `ensemble` is an exported ensemble (what `birdclef predict` submits) or a TorchEnsemble.
     """
-    cfg = ensemble.frontend_cfg
-    workers = params.predict.workers if workers is None else workers
-    on_error = on_error or params.predict.on_error
-    ids: list[str] = []
-    probs: list[np.ndarray] = []
-    logits: list[np.ndarray] = []
-    skipped: list[str] = []
-    repaired: list[str] = []
-    # no more decoding processes than files: a pool costs about a second to start
-    workers = min(worker_count(workers), max(1, len(paths)))
-    stream = decoded([Path(p) for p in paths], cfg, workers)
-    with contextlib.closing(stream), progress(
-        total=len(paths), desc="predict", unit="file", mininterval=1.0
-    ) as bar:
-        for path, windows, error, repairs, _ in stream:
-            bar.update()
-            if windows is None:
-                if on_error == "fail":
-                    raise AudioDecodeError(error)
-                tqdm.write(f"predict: skipped {error}", file=sys.stderr)
-                skipped.append(error)
-                continue
-            if repairs.problems():
-                repaired.append(f"{path}: {'; '.join(repairs.problems().values())}")
-                tqdm.write(f"predict: repaired {repaired[-1]}", file=sys.stderr)
-            file_logits = ensemble.logits(windows, params.predict.batch_windows)
-            logits.append(file_logits)
-            probs.append(postprocess(file_logits, params.postprocess, smoothing))
-            ids += row_ids(path.stem, len(windows), cfg.window_seconds)
-    empty = np.zeros((0, len(ensemble.classes)), np.float32)
-    return Prediction(ids, np.concatenate(probs) if probs else empty, logits, skipped, repaired)
+    problems = Problems([], [], Stopwatch())
+    results = list(predict_stream(paths, ensemble, params, problems, workers=workers,
+                                  on_error=on_error, smoothing=smoothing))
+    ids = [row for result in results for row in result.row_ids]
+    probs = (np.concatenate([r.probs for r in results]) if results
+             else np.zeros((0, len(ensemble.classes)), np.float32))
+    return Prediction(ids, probs, [r.logits for r in results], problems.skipped, problems.repaired,
+                      dict(problems.clock.seconds))
 
 
 def list_audio(folder: Path) -> list[Path]:
@@ -127,6 +166,20 @@ def write_errors(output: Path, result: Prediction) -> None:
         errors.unlink()
 
 
+def write_submission(output: Path, classes: list[str], results: Iterator[FileResult]) -> int:
+    """Each file's rows appended to `output` as they come (memory stays flat in the number of
+    files); NonFiniteSubmissionError, and nothing written, if any probability is NaN or inf.
+    Returns the number of rows."""
+    rows = 0
+    with atomic_path(output) as tmp, open(tmp, "w", newline="") as handle:
+        pd.DataFrame(columns=["row_id", *classes]).to_csv(handle, index=False)
+        for result in results:
+            table = submission_table(Prediction(result.row_ids, result.probs, [], [], []), classes)
+            table.to_csv(handle, header=False, index=False)
+            rows += len(table)
+    return rows
+
+
 def predict_folder(
     input_dir: Path,
     models_dir: Path,
@@ -138,20 +191,25 @@ def predict_folder(
     on_error: str | None = None,
     smoothing: bool | None = None,
 ) -> dict[str, Any]:
-    """Every audio file of `input_dir` -> `output` (submission.csv); returns a summary dict."""
+    """Every audio file of `input_dir` -> `output` (submission.csv), on predict.engine at
+    predict.precision; returns a summary dict."""
     started = time.perf_counter()
     paths = list_audio(Path(input_dir))
-    ensemble = OnnxEnsemble(Path(models_dir), params.predict.threads if threads is None else threads)
-    result = predict_files(
-        paths, ensemble, params, workers=workers, on_error=on_error, smoothing=smoothing
-    )
+    cfg = params.predict
+    ensemble = load_ensemble(Path(models_dir), cfg.engine, cfg.precision,
+                             cfg.threads if threads is None else threads)
+    problems = Problems([], [], Stopwatch())
+    results = predict_stream(paths, ensemble, params, problems, workers=workers, on_error=on_error,
+                             smoothing=smoothing)
     output = Path(output)
-    write_csv(output, submission_table(result, ensemble.classes))
-    write_errors(output, result)
+    rows = write_submission(output, ensemble.classes, results)
+    write_errors(output, Prediction([], np.zeros(0), [], problems.skipped, problems.repaired))
     seconds = time.perf_counter() - started
-    return {"files": len(paths), "rows": len(result.row_ids), "skipped": result.skipped,
-            "repaired": result.repaired, "output": str(output), "models": len(ensemble.sessions),
-            "seconds": seconds, "windows_per_s": len(result.row_ids) / seconds if seconds > 0 else 0.0}
+    return {"files": len(paths), "rows": rows, "skipped": problems.skipped,
+            "repaired": problems.repaired, "output": str(output), "models": len(ensemble.folds),
+            "engine": f"{ensemble.engine}/{ensemble.precision}", "fused": ensemble.fused,
+            "seconds": seconds, "windows_per_s": rows / seconds if seconds > 0 else 0.0,
+            "parts_seconds": dict(problems.clock.seconds)}
 
 
 def cli(args: Any) -> None:
@@ -163,5 +221,5 @@ def cli(args: Any) -> None:
     )
     problems = [f"{len(summary[k])} {k}" for k in ("skipped", "repaired") if summary[k]]
     print(f"predict: {summary['rows']} rows from {summary['files']} files, {summary['models']} "
-          f"models, {summary['seconds']:.1f} s ({summary['windows_per_s']:.1f} windows/s) -> "
-          f"{summary['output']}" + (f"; {', '.join(problems)} (see .errors.txt)" if problems else ""))
+          f"models ({summary['engine']}), {summary['seconds']:.1f} s "
+          f"({summary['windows_per_s']:.1f} windows/s) -> {summary['output']}" + (f"; {', '.join(problems)} (see .errors.txt)" if problems else ""))

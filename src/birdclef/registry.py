@@ -29,9 +29,10 @@ if TYPE_CHECKING:  # not imported at run time: the model's code needs no trackin
     from birdclef.tracking import StageRun
 
 # The distributions the model's code imports (registry, inference, frontend, config, windows,
-# postprocess); tests/test_export_predict.py checks the list against the imports.
-MODEL_PACKAGES = ("mlflow", "numpy", "onnxruntime", "pandas", "pydantic", "PyYAML", "scipy", "torch",
-                  "torchaudio")
+# postprocess); tests/test_export_predict.py checks the list against the imports. openvino: the
+# optional engine of inference.py (the model itself runs ONNX Runtime).
+MODEL_PACKAGES = ("mlflow", "numpy", "onnxruntime", "openvino", "pandas", "pydantic", "PyYAML", "scipy",
+                  "torch", "torchaudio")
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 

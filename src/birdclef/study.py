@@ -135,14 +135,15 @@ def run_experiment(exp: Experiment) -> None:
     log.info("study: %s done in %.0f s", exp.name, time.perf_counter() - started)
 
 
-def read_output(ref: str, path: Path) -> bytes:
-    """A file of an experiment: git-tracked (metrics) or DVC-tracked (scores, from the cache)."""
-    shown = subprocess.run(["git", "show", f"{ref}:{path.as_posix()}"], capture_output=True)
+def read_output(ref: str, path: Path, root: Path = Path(".")) -> bytes:
+    """A file of an experiment of the repository at `root`: git-tracked (metrics) or DVC-tracked
+    (details and scores, from the cache)."""
+    shown = subprocess.run(["git", "show", f"{ref}:{path.as_posix()}"], capture_output=True, cwd=root)
     if shown.returncode == 0:
         return shown.stdout
     import dvc.api
 
-    with dvc.api.open(str(path), rev=ref, mode="rb") as handle:
+    with dvc.api.open(str(path), repo=str(root), rev=ref, mode="rb") as handle:
         return handle.read()
 
 
