@@ -73,7 +73,8 @@ def test_profile_dry_runs_in_a_reproduced_repository(tiny_repo: Path) -> None:
         use_profile(repo, "tiny")
         assert "sources.root" in sh(repo, "dvc", "status", "make_sample").stdout
     finally:  # the shared repository as it was
-        sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+        # HEAD, not the index: DVC's autostage staged the changed files
+        sh(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
         shutil.rmtree(repo / "data/raw/sample", ignore_errors=True)
         sh(repo, "dvc", "checkout", "--force")
         shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)

@@ -89,7 +89,8 @@ def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
         sh(tmp_path, "git", "clone", "-q", str(tiny_repo), str(clone))
         sh(clone, "dvc", "pull")
         assert (clone / "models/teacher/fold0.pt").is_file()
-        assert stages_run(sh(clone, "dvc", "repro").stdout) == []
+        status = sh(clone, "dvc", "status").stdout
+        assert stages_run(sh(clone, "dvc", "repro").stdout) == [], status
         assert "up to date" in sh(clone, "dvc", "status").stdout
     finally:
         sh(tiny_repo, "dvc", "remote", "remove", "store")
