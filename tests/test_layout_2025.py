@@ -91,3 +91,22 @@ def test_training_table_and_classes(repo: Path) -> None:
     assert details["bc25_rows"] == main_rows
     assert details["training_rows"] == TRAINING_ROWS and details["classes"] == 5
     assert details["two_folder_records"] == 2 and details["near_duplicates_removed"] == 3
+
+
+def test_readme_real_data_steps_for_2025(repo: Path) -> None:
+    """README, BirdCLEF+ 2025, steps 1-3 as written, with this corpus's folders as the downloads:
+    birdclef-2025/ and one earlier year under data/raw/kaggle/, `make profile PROFILE=full2025`
+    (`birdclef profile`), that year's path set in params.yaml, then `dvc repro` up to `sample`."""
+    kaggle = repo / "data/raw/kaggle"
+    for name in ("birdclef-2025", "Birdclef23"):
+        shutil.copytree(repo / "data/raw/sample" / name, kaggle / name)
+    sh(repo, "birdclef", "profile", "full2025")
+    params = (repo / "params.yaml").read_text()
+    assert "  bc23: null\n" in params
+    (repo / "params.yaml").write_text(params.replace("  bc23: null\n", "  bc23: data/raw/kaggle/Birdclef23\n"))
+    assert stages_run(sh(repo, "dvc", "repro", "sample").stdout) == ["preprocess", "sample"]
+    details = json.loads((repo / paths.details("sample")).read_text())
+    # no near-duplicate list on real data: 42 bc25 rows - 2 two-folder rows; under cap 500 every
+    # bc23 record of a 2025 species that bc25 does not hold is kept
+    assert (details["bc25_rows"], details["extra_rows"], details["classes"]) == (40, 6, 5)
+    assert json.loads((repo / paths.details("preprocess")).read_text())["soundscapes"] == 2

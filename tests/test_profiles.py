@@ -80,6 +80,31 @@ def test_profile_dry_runs_in_a_reproduced_repository(tiny_repo: Path) -> None:
         shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
 
 
+KAGGLE_2024 = ("birdclef-2024", "Birdclef23", "Birdclef22", "Birdclef21", "Birdclef20",
+               "birdclef2024-additional-mp3")
+
+
+@pytest.mark.e2e
+def test_readme_real_data_steps_for_2024(tiny_repo: Path) -> None:
+    """README, real data, steps 1, 2 and 4 as written, with the tiny corpus's folders as the Kaggle
+    downloads under data/raw/kaggle/: `make profile PROFILE=full2024` (`birdclef profile`), then
+    `dvc repro` up to `sample` on the full profile's params (cap 500, 5 folds)."""
+    repo = tiny_repo
+    try:
+        for name in KAGGLE_2024:
+            shutil.copytree(repo / "data/raw/sample" / name, repo / "data/raw/kaggle" / name)
+        sh(repo, "birdclef", "profile", "full2024")
+        assert stages_run(sh(repo, "dvc", "repro", "sample").stdout) == ["preprocess", "sample"]
+        preprocess = json.loads((repo / "reports/details/preprocess.json").read_text())
+        assert (preprocess["candidates"], preprocess["records_decoded"]) == (106, 81)
+        sample = json.loads((repo / "reports/details/sample.json").read_text())
+        assert (sample["training_rows"], sample["classes"], sample["species_cap_binds"]) == (81, 5, 0)
+    finally:  # the shared repository as it was
+        sh(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
+        shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
+        sh(repo, "dvc", "checkout", "--force")
+
+
 def test_real_data_profile_generates_nothing_and_scores_nothing_without_labels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,7 +99,8 @@ def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
 
 def test_two_queued_experiments_in_parallel_log_to_one_server(tiny_repo: Path, server: str) -> None:
     env = {"MLFLOW_TRACKING_URI": server}
-    for name, change in (("qa", "student.epochs=2"), ("qb", "student.max_lr=0.001")):
+    # changes that rerun only `evaluate`: the point is two writers at once, not training
+    for name, change in (("qa", "evaluate.bootstrap=200"), ("qb", "evaluate.bootstrap=300")):
         sh(tiny_repo, "dvc", "exp", "run", "--queue", "-n", name, "-S", change, env=env)
     sh(tiny_repo, "dvc", "queue", "start", "-j", "2", env=env)
     deadline = time.time() + 900
@@ -117,7 +118,7 @@ def test_two_queued_experiments_in_parallel_log_to_one_server(tiny_repo: Path, s
         runs = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.`dvc.exp_name` = '{name}'")
         stages = {r.data.tags.get("birdclef.stage", "") for r in runs}
-        assert {"train_student@1", "export", "evaluate"} <= stages, (name, stages)
+        assert "evaluate" in stages, (name, stages)
         pipelines = [r for r in runs if r.data.tags.get("birdclef.kind") == "pipeline"]
         assert len(pipelines) == 1 and pipelines[0].info.run_name == name
     sh(tiny_repo, "dvc", "queue", "stop", check=False)
