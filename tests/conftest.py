@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,35 @@ def copy_repository(root: Path) -> Path:
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "copy")
     return root
+
+
+SHARED_STATE = ("params.yaml", "dvc.lock", "metrics", "reports")
+
+
+@contextlib.contextmanager
+def restored(repo: Path) -> Iterator[None]:
+    """Put the shared repository back as it was after the block: params, the lock and the outputs
+    DVC does not cache (metrics, plots) from a copy, then the cached outputs with `dvc checkout`.
+    (Not `git checkout`: DVC's autostage stages what a repro changes, and earlier tests may have
+    rerun stages since the last commit.)"""
+    saved = repo.parent / f"{repo.name}-saved"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir()
+    for name in SHARED_STATE:
+        copy = shutil.copytree if (repo / name).is_dir() else shutil.copy2
+        copy(repo / name, saved / name)
+    try:
+        yield
+    finally:
+        for name in SHARED_STATE:
+            target = repo / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            copy = shutil.copytree if (saved / name).is_dir() else shutil.copy2
+            copy(saved / name, target)
+        shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
+        shutil.rmtree(saved)
+        sh(repo, "dvc", "checkout", "--force")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, copy_repository, sh, stages_run
+from tests.conftest import REPO, copy_repository, restored, sh, stages_run
 
 PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if p.stem != "base")
 ALL_STAGES = 13  # make_sample ... evaluate, with three pseudo-labelling round slots
@@ -58,7 +58,7 @@ def test_profile_resolves_in_a_fresh_clone(fresh: Path, name: str) -> None:
 def test_profile_dry_runs_in_a_reproduced_repository(tiny_repo: Path) -> None:
     """After `dvc repro` (tiny), a switch to any profile gives a working `dvc repro --dry`."""
     repo = tiny_repo
-    try:
+    with restored(repo):
         for name in PROFILES:
             use_profile(repo, name)
             dry = sh(repo, "dvc", "repro", "--dry")
@@ -72,12 +72,7 @@ def test_profile_dry_runs_in_a_reproduced_repository(tiny_repo: Path) -> None:
         assert [p.name for p in (repo / "data/raw/sample").iterdir()] == ["NOT_GENERATED.txt"]
         use_profile(repo, "tiny")
         assert "sources.root" in sh(repo, "dvc", "status", "make_sample").stdout
-    finally:  # the shared repository as it was
-        # HEAD, not the index: DVC's autostage staged the changed files
-        sh(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
-        shutil.rmtree(repo / "data/raw/sample", ignore_errors=True)
-        sh(repo, "dvc", "checkout", "--force")
-        shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
+        shutil.rmtree(repo / "data/raw/sample")  # dvc checkout puts the corpus back
 
 
 KAGGLE_2024 = ("birdclef-2024", "Birdclef23", "Birdclef22", "Birdclef21", "Birdclef20",
@@ -90,7 +85,7 @@ def test_readme_real_data_steps_for_2024(tiny_repo: Path) -> None:
     downloads under data/raw/kaggle/: `make profile PROFILE=full2024` (`birdclef profile`), then
     `dvc repro` up to `sample` on the full profile's params (cap 500, 5 folds)."""
     repo = tiny_repo
-    try:
+    with restored(repo):
         for name in KAGGLE_2024:
             shutil.copytree(repo / "data/raw/sample" / name, repo / "data/raw/kaggle" / name)
         sh(repo, "birdclef", "profile", "full2024")
@@ -99,10 +94,6 @@ def test_readme_real_data_steps_for_2024(tiny_repo: Path) -> None:
         assert (preprocess["candidates"], preprocess["records_decoded"]) == (106, 81)
         sample = json.loads((repo / "reports/details/sample.json").read_text())
         assert (sample["training_rows"], sample["classes"], sample["species_cap_binds"]) == (81, 5, 0)
-    finally:  # the shared repository as it was
-        sh(repo, "git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock")
-        shutil.rmtree(repo / "data/raw/kaggle", ignore_errors=True)
-        sh(repo, "dvc", "checkout", "--force")
 
 
 def test_real_data_profile_generates_nothing_and_scores_nothing_without_labels(

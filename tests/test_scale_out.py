@@ -82,6 +82,7 @@ def test_dvc_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> None:
     sh(tiny_repo, "dvc", "remote", "add", "-d", "-f", "store", str(remote))
     try:
         # what earlier tests left in the workspace (forced reruns) is what gets pushed and cloned
+        assert stages_run(sh(tiny_repo, "dvc", "repro").stdout) == []  # the state is a reproduced one
         sh(tiny_repo, "git", "add", "-A")
         sh(tiny_repo, "git", "commit", "-qm", "workspace and remote")
         sh(tiny_repo, "dvc", "push")
