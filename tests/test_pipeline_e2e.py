@@ -198,6 +198,9 @@ def test_study_arms_seeds_and_report(repo: Path) -> None:
     again = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
                "--name", "tstudy", "--report-only")
     assert "Running stage" not in again.stdout + again.stderr
+    stale = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control", "--name", "tstudy",
+               "--report-only", "--set", "student.epochs=3", check=False)
+    assert stale.returncode == 2 and "ran with other params (student.epochs)" in stale.stderr
 
 
 def test_stage_runs_are_tagged_with_the_dvc_lock_hashes_of_their_inputs(repo: Path) -> None:

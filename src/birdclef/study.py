@@ -35,13 +35,13 @@ import yaml
 from scipy import stats
 
 from birdclef import paths, tracking
-from birdclef.config import Params, load_params
+from birdclef.config import ConfigError, Params, load_params
 from birdclef.evaluation import ModelSetScores, block_resamples, bootstrap, eval_folder
 from birdclef.io import write_csv, write_json
+from birdclef.study_params import PRIMARY, arms_that_change_something, changed_params
 
 log = logging.getLogger(__name__)
 
-PRIMARY = "student"  # the arm every other arm is compared with
 TRAINING_SEED_STEP = 1000  # training seed k adds k * this to teacher.seed and student.seed
 LOGS = Path(".dvc/tmp/study-logs")
 SCORE = "ensemble_smoothed"
@@ -86,6 +86,22 @@ def seed_overrides(params: Params, unit: Unit, vary: str) -> dict[str, Any]:
         out["teacher.seed"] = params.teacher.seed + step
         out["student.seed"] = params.student.seed + step
     return out
+
+
+def check_same_params(exp: Experiment, ref: str, params_file: Path) -> None:
+    """A finished experiment is reused only if it ran with today's params plus its overrides."""
+    expected = yaml.safe_load(params_file.read_text())
+    for key, value in exp.overrides.items():
+        *parents, leaf = key.split(".")
+        node = expected
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    found = yaml.safe_load(read_output(ref, Path("params.yaml")))
+    changed = changed_params(expected, found)
+    if changed:
+        raise ConfigError(f"study: experiment {exp.name} ran with other params ({', '.join(changed[:5])}); "
+                          "give this study another --name")
 
 
 def plan(params: Params, name: str, seeds: int, first_seed: int | None, training_seeds: int,
@@ -342,6 +358,7 @@ def cli(args: Any) -> None:
     if unknown or PRIMARY not in arms:
         raise ValueError(f"study arms {unknown} are not in study.arms {sorted(cfg.arms)}"
                          if unknown else f"the '{PRIMARY}' arm is needed (it is the comparison)")
+    arms = arms_that_change_something(params, arms)
     common = parse_sets(args.set)
     name = args.name or time.strftime("study-%Y%m%d-%H%M%S")
     seeds = args.seeds or cfg.seeds
@@ -356,6 +373,7 @@ def cli(args: Any) -> None:
                 raise FileNotFoundError(f"experiment {exp.name} has not run (drop --report-only)")
             run_experiment(exp)
             refs = experiment_refs()
+        check_same_params(exp, refs[exp.name], Path(args.params))
         exp.result = collect(exp, refs[exp.name])
     report = {
         "name": name, "arms": arms, "vary": resolve_vary(params),
