@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from birdclef.study import read_output
+from birdclef.study import experiment_files
 from tests.conftest import sh, stages_run
 
 pytestmark = pytest.mark.e2e
@@ -143,7 +143,18 @@ def test_export_and_evaluate(repo: Path) -> None:
 def exp_file(repo: Path, name: str, path: str) -> dict:
     refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
     (ref,) = [r for r in refs if r.endswith(f"/{name}")]
-    return json.loads(read_output(ref, Path(path), repo))
+    return json.loads(experiment_files(ref, repo)(Path(path)))
+
+
+def test_training_benchmark_times_the_loader_and_the_engine(repo: Path) -> None:
+    out = sh(repo, "birdclef", "benchmark-training", "--batches", "2").stdout
+    result = json.loads((repo / "metrics/benchmark_training.json").read_text())
+    sh(repo, "git", "checkout", "HEAD", "--", "metrics/benchmark_training.json")
+    assert result["device"] == "cpu" and result["batch_size"] == 8
+    assert result["train_samples_per_s"] > 0 and result["loader_samples_per_s"] > 0
+    assert result["loader_headroom"] == pytest.approx(
+        result["loader_samples_per_s"] / result["train_samples_per_s"])
+    assert "train_samples_per_s" in out
 
 
 def test_rounds_param_runs_two_rounds(repo: Path) -> None:

@@ -315,14 +315,14 @@ def training_run(params_path: str, batches: int) -> dict[str, Any]:
         job = replace(job, window_mixes=background_mixes(cfg, soundscape_windows(params)))
     train_set, _, _ = fold_datasets(job)
     started, seen = time.perf_counter(), 0
-    for step, (audio, _, _) in enumerate(epoch_loader(train_set, cfg, job.seed, 0)):
+    for step, (audio, *_) in enumerate(epoch_loader(train_set, cfg, job.seed, 0)):
         if step == batches:
             break
         seen += audio.shape[0]
     loader_rate = seen / (time.perf_counter() - started)
     trainer = build_trainer(job, len(train_set) // min(cfg.batch_size, len(train_set)))
-    _, seen, seconds = train_epoch(trainer, job, train_set, 0, "benchmark", max_steps=batches)
-    train_rate = seen / seconds
+    stats = train_epoch(trainer, job, train_set, 0, "benchmark", max_steps=batches)
+    train_rate = stats.items / stats.seconds
     return {"device": str(resolve_device(cfg.device)), "batch_size": cfg.batch_size,
             "num_workers": cfg.num_workers, "channels_last": cfg.channels_last,
             "loader_samples_per_s": loader_rate, "train_samples_per_s": train_rate,

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def seed_overrides(params: Params, unit: Unit, vary: str) -> dict[str, Any]:
     return out
 
 
-def check_same_params(exp: Experiment, ref: str, params_file: Path) -> None:
+def check_same_params(exp: Experiment, read: Callable[[Path], bytes], params_file: Path) -> None:
     """A finished experiment is reused only if it ran with today's params plus its overrides."""
     expected = yaml.safe_load(params_file.read_text())
     for key, value in exp.overrides.items():
@@ -97,7 +98,7 @@ def check_same_params(exp: Experiment, ref: str, params_file: Path) -> None:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    found = yaml.safe_load(read_output(ref, Path("params.yaml")))
+    found = yaml.safe_load(read(Path("params.yaml")))
     changed = changed_params(expected, found)
     if changed:
         raise ConfigError(f"study: experiment {exp.name} ran with other params ({', '.join(changed[:5])}); "
@@ -151,25 +152,22 @@ def run_experiment(exp: Experiment) -> None:
     log.info("study: %s done in %.0f s", exp.name, time.perf_counter() - started)
 
 
-def read_output(ref: str, path: Path, root: Path = Path(".")) -> bytes:
-    """A file of an experiment of the repository at `root`: git-tracked (metrics) or DVC-tracked
-    (details and scores, from the cache)."""
-    shown = subprocess.run(["git", "show", f"{ref}:{path.as_posix()}"], capture_output=True, cwd=root)
-    if shown.returncode == 0:
-        return shown.stdout
-    import dvc.api
+def experiment_files(ref: str, root: Path = Path(".")) -> Callable[[Path], bytes]:
+    """A reader of one experiment's files, git-tracked (metrics) or DVC-tracked (details and scores,
+    from the cache), through one DVC file system (one per file would cost about 0.5 s each)."""
+    from dvc.api import DVCFileSystem
 
-    with dvc.api.open(str(path), repo=str(root), rev=ref, mode="rb") as handle:
-        return handle.read()
+    fs = DVCFileSystem(str(root), rev=ref)
+    return lambda path: fs.read_bytes(path.as_posix())
 
 
-def collect(exp: Experiment, ref: str) -> dict[str, Any]:
-    """What the report needs from one finished experiment."""
-    evaluate = json.loads(read_output(ref, paths.details("evaluate")))
-    lock = yaml.safe_load(read_output(ref, Path("dvc.lock")))
+def collect(read: Callable[[Path], bytes], ref: str) -> dict[str, Any]:
+    """What the report needs from one finished experiment (`read`: its files)."""
+    evaluate = json.loads(read(paths.details("evaluate")))
+    lock = yaml.safe_load(read(Path("dvc.lock")))
     teacher_md5 = [o["md5"] for o in lock["stages"]["train_teacher"]["outs"]
                    if o["path"] == str(paths.TEACHER)][0]
-    frames = {name: pd.read_parquet(io.BytesIO(read_output(ref, paths.scores(name))))
+    frames = {name: pd.read_parquet(io.BytesIO(read(paths.scores(name))))
               for name in ("teacher", "student", "truth")}
     return {"evaluate": evaluate, "teacher_md5": teacher_md5, "frames": frames, "ref": ref}
 
@@ -373,8 +371,9 @@ def cli(args: Any) -> None:
                 raise FileNotFoundError(f"experiment {exp.name} has not run (drop --report-only)")
             run_experiment(exp)
             refs = experiment_refs()
-        check_same_params(exp, refs[exp.name], Path(args.params))
-        exp.result = collect(exp, refs[exp.name])
+        read = experiment_files(refs[exp.name])
+        check_same_params(exp, read, Path(args.params))
+        exp.result = collect(read, refs[exp.name])
     report = {
         "name": name, "arms": arms, "vary": resolve_vary(params),
         "seeds": sorted({e.unit.seed for e in experiments}), "training_seeds": training_seeds,
