@@ -8,7 +8,7 @@ import pytest
 
 from birdclef.config import load_params
 from birdclef.profiles import write_profile
-from birdclef.study_params import arms_that_change_something, changed_params, dotted
+from birdclef.study_params import arms_that_change_something, changed_params, dotted, with_overrides
 from tests.conftest import REPO
 
 
@@ -31,3 +31,11 @@ def test_dotted_keys_and_changed_params() -> None:
              "study": {"seeds": 5}}
     assert changed_params(tree, other) == ["student.epochs", "student.new"]  # the study section aside
     assert changed_params(tree, tree) == []
+
+
+def test_overrides_set_dotted_keys_on_a_copy() -> None:
+    tree = {"student": {"epochs": 6, "pseudo_labels": {"targets": "pseudo"}}}
+    changed = with_overrides(tree, {"student.pseudo_labels.targets": "labelled_only", "make_sample.seed": 8})
+    assert changed == {"student": {"epochs": 6, "pseudo_labels": {"targets": "labelled_only"}},
+                       "make_sample": {"seed": 8}}
+    assert tree["student"]["pseudo_labels"]["targets"] == "pseudo"

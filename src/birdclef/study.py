@@ -39,7 +39,7 @@ from birdclef import paths, tracking
 from birdclef.config import ConfigError, Params, load_params
 from birdclef.evaluation import ModelSetScores, block_resamples, bootstrap, eval_folder
 from birdclef.io import write_csv, write_json
-from birdclef.study_params import PRIMARY, arms_that_change_something, changed_params
+from birdclef.study_params import PRIMARY, arms_that_change_something, changed_params, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,11 @@ def seed_overrides(params: Params, unit: Unit, vary: str) -> dict[str, Any]:
     return out
 
 
-def check_same_params(exp: Experiment, read: Callable[[Path], bytes], params_file: Path) -> None:
-    """A finished experiment is reused only if it ran with today's params plus its overrides."""
-    expected = yaml.safe_load(params_file.read_text())
-    for key, value in exp.overrides.items():
-        *parents, leaf = key.split(".")
-        node = expected
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+def check_same_params(exp: Experiment, read: Callable[[Path], bytes], base: dict[str, Any]) -> None:
+    """A finished experiment is reused only if it ran with today's params (`base`, the params file as
+    read) plus its overrides."""
     found = yaml.safe_load(read(Path("params.yaml")))
-    changed = changed_params(expected, found)
+    changed = changed_params(with_overrides(base, exp.overrides), found)
     if changed:
         raise ConfigError(f"study: experiment {exp.name} ran with other params ({', '.join(changed[:5])}); "
                           "give this study another --name")
@@ -363,6 +357,7 @@ def cli(args: Any) -> None:
     training_seeds = args.training_seeds or cfg.training_seeds
     first_seed = args.first_seed if args.first_seed is not None else cfg.first_seed
     experiments = plan(params, name, seeds, first_seed, training_seeds, arms, common)
+    base = yaml.safe_load(Path(args.params).read_text())
     started = time.perf_counter()
     refs = experiment_refs()
     for exp in experiments:
@@ -372,7 +367,7 @@ def cli(args: Any) -> None:
             run_experiment(exp)
             refs = experiment_refs()
         read = experiment_files(refs[exp.name])
-        check_same_params(exp, read, Path(args.params))
+        check_same_params(exp, read, base)
         exp.result = collect(read, refs[exp.name])
     report = {
         "name": name, "arms": arms, "vary": resolve_vary(params),

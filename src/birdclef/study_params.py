@@ -3,6 +3,7 @@ change anything."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -20,6 +21,18 @@ def dotted(tree: dict[str, Any], key: str) -> Any:
             raise KeyError(f"{key!r} is not a param")
         tree = tree[part]
     return tree
+
+
+def with_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a params tree with dotted-key overrides set, as `dvc exp run -S` sets them."""
+    out = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def arms_that_change_something(params: Params, arms: list[str]) -> list[str]:
