@@ -4,6 +4,7 @@ random-weight efficientvit_b0 students (5 classes) in a temporary working direct
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,8 +118,8 @@ def test_registered_model_version(
     assert model.input_example.shape == (1, samples)
     python_model = model.unwrap_python_model()
     manifest = json.loads((workdir / "models/onnx/manifest.json").read_text())
-    assert (python_model.batch, python_model.reduction) == (48, "mean_prob")
-    assert (manifest["batch_windows"], manifest["reduction"]) == (48, "mean_prob")
+    assert (python_model.batch, python_model.reduction) == (12, "mean_prob")
+    assert (manifest["batch_windows"], manifest["reduction"]) == (12, "mean_prob")
 
     # the wrong shape: MLflow's schema check and the model's own both name the expected one
     for bad in (windows[:, :100], windows[0], windows[None]):
@@ -257,6 +258,67 @@ def test_predict_odd_inputs(
     with pytest.raises(AudioDecodeError, match="broken.mp3"):
         predict_folder(odd_inputs, models, tmp_path / "x.csv", params, on_error="fail")
     assert not (tmp_path / "x.csv").exists()
+
+
+def predict_only_environment(root: Path) -> tuple[Path, set[str]]:
+    """A Python environment without pip whose site-packages holds only requirements-predict.txt's
+    distributions and their dependencies (links into this environment's files): (its python, the
+    distributions in it)."""
+    import importlib.metadata
+    import venv
+
+    from packaging.requirements import Requirement
+
+    from birdclef.registry import canonical
+
+    lines = (REPO / "requirements-predict.txt").read_text().splitlines()
+    todo = [Requirement(line).name for line in lines if line and not line.startswith("#")]
+    site, present = root / "site", set()
+    site.mkdir(parents=True)
+    while todo:
+        dist = importlib.metadata.distribution(todo.pop())
+        if canonical(dist.metadata["Name"]) in present:
+            continue
+        present.add(canonical(dist.metadata["Name"]))
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            if not (site / top).exists():
+                (site / top).symlink_to(Path(str(dist.locate_file(top))))
+        todo += [r.name for r in map(Requirement, dist.requires or [])
+                 if r.marker is None or r.marker.evaluate({"extra": ""})]
+    venv.EnvBuilder(with_pip=False).create(root / "venv")
+    python = root / "venv/bin/python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "predict-only.pth").write_text(f"{site}\n")
+    return python, present
+
+
+def test_predict_runs_with_only_the_kaggle_route_packages(
+    workdir: Path, odd_inputs: Path, tmp_path: Path
+) -> None:
+    """The CPU notebook route: predict in an environment of requirements-predict.txt alone (no
+    torch, timm, MLflow, DVC) writes the same bytes as predict here; its pins are the lock's."""
+    from birdclef.registry import canonical
+
+    lock = {canonical(line.split("==")[0]): line for line in
+            (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
+    pins = [line for line in (REPO / "requirements-predict.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert all(lock[canonical(pin.split("==")[0])] == pin for pin in pins)
+    python, present = predict_only_environment(tmp_path / "env")
+    assert not {"torch", "torchaudio", "timm", "mlflow", "dvc", "openvino"} & present
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PYTHONPATH": str(REPO / "src")}
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, env=env)
+    assert probe.returncode != 0  # the environment really lacks torch
+    out = tmp_path / "clean.csv"
+    run = subprocess.run(
+        [python, "-m", "birdclef.cli", "--params", str(REPO / "params.yaml"), "predict", str(odd_inputs), "--output", str(out),
+         "--models", str(workdir / "models/onnx"), "--workers", "2", "--threads", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    predict_folder(odd_inputs, workdir / "models/onnx", tmp_path / "here.csv", tiny_params(),
+                   workers=2, threads=1)
+    assert out.read_bytes() == (tmp_path / "here.csv").read_bytes()
 
 
 def test_predict_without_smoothing_is_the_fold_mean(workdir: Path, tmp_path: Path) -> None:

@@ -118,7 +118,6 @@ def decode_parts(files: list[Path], cfg: FrontendConfig) -> tuple[np.ndarray, di
     return np.concatenate(windows), parts
 
 
-@torch.inference_mode()
 def inference_parts(
     ensemble: ExportedEnsemble, separate: ExportedEnsemble, windows: np.ndarray, params: Params
 ) -> dict[str, float]:
@@ -127,9 +126,8 @@ def inference_parts(
     batch = params.predict.batch_windows
     clock = Stopwatch()
     for start in range(0, len(windows), batch):
-        audio = torch.from_numpy(windows[start : start + batch])
         with clock.part("mel"):
-            images = ensemble.frontend(audio).numpy()
+            images = ensemble.images(windows[start : start + batch])
         for fold, model in zip(separate.folds, separate.runners):
             with clock.part(f"model{fold}"):
                 model(images)

@@ -4,7 +4,8 @@ Audio (B, T) -> image (B, 3, n_mels, frames): per-clip std normalisation, HTK me
 (torchaudio's MelSpectrogram settings: periodic Hann window of win_length centred in n_fft, reflect
 padding, power 2, no filter normalisation), dB with no top_db, (dB - offset) / scale, then channels
 [mel, mel, frequency ramp]. It always runs in float32 with autocast off and no gradient, whatever the
-caller's context, as in the original.
+caller's context, as in the original. `mel.NumpyMelFrontend` is the same computation without torch,
+for the exported models' predict path.
 
 It computes what torchaudio's MelSpectrogram + AmplitudeToDB compute, at a fraction of the cost:
 - the filterbank is banded: a mel filter spans 1 to 19 of the 769 FFT bins, so the filters are cut
@@ -28,11 +29,8 @@ from torch import nn
 from torchaudio.functional import melscale_fbanks
 
 from birdclef.config import FrontendConfig
+from birdclef.mel import AMIN, BAND_FILTERS, bands, check_frontend
 
-# Filters per band. Single-threaded on this CPU (Zen 4), 48 windows: 8 filters 97 ms, 16 91 ms,
-# 32 95 ms, 64 100 ms; the dense product costs 170 ms (the STFT alone about 80 ms).
-BAND_FILTERS = 16
-AMIN = 1e-10  # AmplitudeToDB's floor for power: 10 * log10(1e-10) = -100 dB
 # Buffers of the torchaudio modules this front end replaced: derived from the config, so checkpoints
 # that still hold them load with them dropped.
 LEGACY_KEYS = ("mel.spectrogram.window", "mel.mel_scale.fb")
@@ -44,35 +42,19 @@ def mel_filterbank(cfg: FrontendConfig) -> torch.Tensor:
                            norm=None, mel_scale="htk")
 
 
-def bands(filterbank: torch.Tensor, size: int) -> list[tuple[int, int, int, int, torch.Tensor]]:
-    """Groups of `size` neighbouring filters: (first filter, end filter, first bin, end bin,
-    weights (end filter - first filter, 2 x bins)) with each bin's weight repeated for re and im."""
-    out = []
-    for start in range(0, filterbank.shape[1], size):
-        block = filterbank[:, start : start + size]
-        used = torch.nonzero(block.sum(dim=1) > 0).flatten()
-        lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
-        weights = block[lo:hi].repeat_interleave(2, dim=0).T.contiguous()
-        out.append((start, start + block.shape[1], 2 * lo, 2 * hi, weights))
-    return out
-
-
 class MelFrontend(nn.Module):
     """Audio windows (B, T) -> (B, 3, n_mels, frames) float32 images. No parameters, and nothing in
     the state dict: every buffer is derived from the config."""
 
     def __init__(self, cfg: FrontendConfig) -> None:
         super().__init__()
-        if cfg.f_max > cfg.sample_rate / 2:
-            raise ValueError(f"frontend.f_max={cfg.f_max} is above Nyquist ({cfg.sample_rate / 2})")
-        if cfg.win_length > cfg.n_fft:
-            raise ValueError(f"frontend.win_length={cfg.win_length} exceeds n_fft={cfg.n_fft}")
+        check_frontend(cfg)
         self.cfg = cfg
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
         self.band_bounds: list[tuple[int, int, int, int]] = []
-        for k, (first, end, lo, hi, weights) in enumerate(bands(mel_filterbank(cfg), BAND_FILTERS)):
+        for k, (first, end, lo, hi, weights) in enumerate(bands(mel_filterbank(cfg).numpy(), BAND_FILTERS)):
             self.band_bounds.append((first, end, lo, hi))
-            self.register_buffer(f"band{k}", weights, persistent=False)
+            self.register_buffer(f"band{k}", torch.from_numpy(weights), persistent=False)
         # Row 0 (lowest mel band) = 0, last row = 1.
         self.register_buffer("ramp", torch.linspace(0.0, 1.0, cfg.n_mels), persistent=False)
         self.register_load_state_dict_pre_hook(_drop_legacy_buffers)

@@ -1,9 +1,10 @@
 """The one inference engine: fold models as PyTorch checkpoints or exported ONNX graphs.
 
 Export parity, predict, evaluate, pseudo-labelling and the benchmark all go through
-`predict_windows`: the mel image of a window batch is computed once, in PyTorch, and fed to every fold
-model. The mel inside an ONNX graph runs at about 15 windows/s on this CPU against about 210 in
-PyTorch (DESIGN 9). Every ensemble returns (folds, windows, classes) logits.
+`predict_windows`: the mel image of a window batch is computed once and fed to every fold model:
+by the torch module for checkpoints, by its NumPy twin (`mel.py`) for exported graphs, so that the
+exported path imports no torch. The mel inside an ONNX graph ran at about 15 windows/s on this CPU
+(DESIGN 9). Every ensemble returns (folds, windows, classes) logits.
 
 Exported graphs run on ONNX Runtime (fp32) or OpenVINO (fp32, or bf16 on CPUs with bf16 units);
 `load_ensemble` picks one by name (predict.engine, predict.precision). Where export wrote the fused
@@ -20,13 +21,15 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from birdclef.config import ConfigError, FrontendConfig
-from birdclef.frontend import MelFrontend
+from birdclef.mel import NumpyMelFrontend
+
+if TYPE_CHECKING:  # the exported models' path runs without torch
+    import torch
 
 MANIFEST = "manifest.json"
 ENGINES = ("onnxruntime", "openvino")
@@ -40,7 +43,8 @@ class Ensemble(Protocol):
     folds: list[int]
     classes: list[str]
     frontend_cfg: FrontendConfig
-    frontend: MelFrontend
+
+    def images(self, audio: np.ndarray) -> np.ndarray | torch.Tensor: ...
 
     def logits_from_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
 
@@ -62,22 +66,19 @@ class Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-@torch.inference_mode()
 def predict_windows(
-    ensemble: Ensemble, frontend: MelFrontend, windows: np.ndarray, batch: int,
-    clock: Stopwatch | None = None,
+    ensemble: Ensemble, windows: np.ndarray, batch: int, clock: Stopwatch | None = None,
 ) -> np.ndarray:
     """(N, samples) float32 audio windows -> (folds, N, classes) logits, the mel once per window.
     `clock` collects the seconds of the mel and of the models."""
     if len(windows) == 0:
         return np.zeros((len(ensemble.folds), 0, len(ensemble.classes)), np.float32)
     clock = clock or Stopwatch()
-    device = frontend.ramp.device
     out = []
     for start in range(0, len(windows), batch):
-        audio = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch], np.float32))
+        audio = np.ascontiguousarray(windows[start : start + batch], np.float32)
         with clock.part("mel"):
-            images = frontend(audio.to(device))
+            images = ensemble.images(audio)
         with clock.part("models"):
             out.append(ensemble.logits_from_images(images))
     return np.concatenate(out, axis=1)
@@ -94,6 +95,8 @@ class TorchEnsemble:
     """Fold checkpoints of one role, eager PyTorch in inference mode."""
 
     def __init__(self, folder: Path, device: torch.device | str = "cpu") -> None:
+        import torch
+
         from birdclef.model import BirdModel, load_checkpoint  # timm: not needed by ONNX predict
 
         self.device = torch.device(device)
@@ -114,14 +117,23 @@ class TorchEnsemble:
         self.frontend_cfg = FrontendConfig(**first["frontend_cfg"])
         self.frontend = self.models[0].frontend
 
-    @torch.inference_mode()
+    def images(self, audio: np.ndarray) -> torch.Tensor:
+        """(B, T) float32 audio -> (B, 3, H, W) images on the models' device."""
+        import torch
+
+        with torch.inference_mode():
+            return self.frontend(torch.from_numpy(audio).to(self.device))
+
     def logits_from_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) float32 images -> (folds, B, classes) logits."""
-        x = torch.as_tensor(images, dtype=torch.float32, device=self.device)
-        return torch.stack([m.forward_images(x).float() for m in self.models]).cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            x = torch.as_tensor(images, dtype=torch.float32, device=self.device)
+            return torch.stack([m.forward_images(x).float() for m in self.models]).cpu().numpy()
 
     def logits(self, windows: np.ndarray, batch: int) -> np.ndarray:
-        return predict_windows(self, self.frontend, windows, batch)
+        return predict_windows(self, windows, batch)
 
 
 def session_options(threads: int) -> Any:
@@ -155,7 +167,7 @@ class ExportedEnsemble:
         self.classes: list[str] = self.manifest["classes"]
         self.folds: list[int] = self.manifest["folds"]
         self.frontend_cfg = FrontendConfig(**self.manifest["frontend_cfg"])
-        self.frontend = MelFrontend(self.frontend_cfg)
+        self.frontend = NumpyMelFrontend(self.frontend_cfg)
         fused_file = self.manifest.get("fused")
         if fused and not fused_file:
             raise FileNotFoundError(f"{manifest_path}: export wrote no fused graph (export.fused)")
@@ -167,6 +179,9 @@ class ExportedEnsemble:
     def compile(self, graph: Path) -> Runner:
         raise NotImplementedError
 
+    def images(self, audio: np.ndarray) -> np.ndarray:
+        return self.frontend(audio)
+
     def logits_from_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) float32 images -> (folds, B, classes) logits."""
         x = np.ascontiguousarray(images, dtype=np.float32)
@@ -175,7 +190,7 @@ class ExportedEnsemble:
         return np.stack([run(x) for run in self.runners])
 
     def logits(self, windows: np.ndarray, batch: int) -> np.ndarray:
-        return predict_windows(self, self.frontend, windows, batch)
+        return predict_windows(self, windows, batch)
 
 
 class OnnxEnsemble(ExportedEnsemble):

@@ -104,8 +104,7 @@ def predict_stream(
             if repairs.problems():
                 problems.repaired.append(f"{path}: {'; '.join(repairs.problems().values())}")
                 tqdm.write(f"predict: repaired {problems.repaired[-1]}", file=sys.stderr)
-            logits = predict_windows(ensemble, ensemble.frontend, windows,
-                                     params.predict.batch_windows, clock)
+            logits = predict_windows(ensemble, windows, params.predict.batch_windows, clock)
             with clock.part("postprocess"):
                 probs = postprocess(logits, params.postprocess, smoothing)
             yield FileResult(row_ids(Path(path).stem, len(windows), cfg.window_seconds), probs, logits)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # not imported at run time: the model's code needs no trackin
 # postprocess); tests/test_export_predict.py checks the list against the imports. openvino: the
 # optional engine of inference.py (the model itself runs ONNX Runtime).
 MODEL_PACKAGES = ("mlflow", "numpy", "onnxruntime", "openvino", "pandas", "pydantic", "PyYAML", "scipy",
-                  "torch", "torchaudio")
+                  "threadpoolctl", "torch", "torchaudio")
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
