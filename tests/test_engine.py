@@ -18,6 +18,7 @@ import torch
 from birdclef.config import PseudoLabelStreamConfig
 from birdclef.data import (
     BACKGROUND_KEY,
+    BandLimit,
     PSEUDO_MIX_KEY,
     LabelledClips,
     PseudoLabelDataset,
@@ -240,6 +241,34 @@ def test_background_mix_leaves_labels_and_other_draws_alone(
         np.testing.assert_array_equal(a[2], b[2])
         changed += not np.array_equal(a[0], b[0])
     assert 3 <= changed <= 17  # p = 0.5
+
+
+def test_band_limit_is_a_butterworth_low_pass_and_draws_nothing_when_off() -> None:
+    sr = 32000
+    t = np.arange(2 * sr) / sr
+    audio = (np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 12000 * t)).astype(np.float32)
+    out = BandLimit(1.0, (3000.0, 3000.0), 4, sr).apply(audio, np.random.default_rng(0))
+    frequencies = np.fft.rfftfreq(len(audio), 1 / sr)
+    before, after = np.abs(np.fft.rfft(audio)), np.abs(np.fft.rfft(out))
+    for hz in (1000, 12000):  # |H(f)| = 1 / sqrt(1 + (f / 3000) ** 8): -0.0005 dB and -48 dB
+        k = int(np.argmin(np.abs(frequencies - hz)))
+        assert after[k] / before[k] == pytest.approx(1 / math.sqrt(1 + (hz / 3000) ** 8), rel=1e-3)
+    assert out.dtype == np.float32 and out.shape == audio.shape
+    rng = np.random.default_rng(5)
+    assert BandLimit(0.0, (3000.0, 3000.0), 4, sr).apply(audio, rng) is audio
+    assert rng.random() == np.random.default_rng(5).random()  # p = 0 takes no draw
+
+
+def test_band_limit_filters_clips_only_and_keeps_their_labels(clips: LabelledClips) -> None:
+    band = BandLimit(1.0, (2000.0, 2000.0), 2, 32000)
+    plain = TrainDataset(clips, W, SPAN, 3, 0.0, (0.2, 1.0))
+    limited = TrainDataset(clips, W, SPAN, 3, 0.0, (0.2, 1.0), band_limit=band)
+    a, b = plain[0], limited[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+    high = np.fft.rfftfreq(len(a[0]), 1 / 32000) > 8000
+    energy = lambda x: float(np.sum(np.abs(np.fft.rfft(x))[high] ** 2))  # noqa: E731
+    assert energy(b[0]) < energy(a[0]) / 100  # at 4x the cutoff a 2nd-order low-pass is -24 dB
 
 
 def test_confidence_sampling_follows_weights(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ dvc.yaml, so a change to one section reruns only the stages that depend on it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -152,6 +153,13 @@ class ModelConfig(Section):
     drop_rate: float = Field(default=0.1, ge=0, lt=1)
 
 
+def _require(section: Any, ok: bool, message: str) -> Any:
+    """A section's cross-field check, for `model_validator(mode="after")`."""
+    if not ok:
+        raise ValueError(message)
+    return section
+
+
 class SoundscapeMixConfig(Section):
     """Background augmentation: with chance `p` a random window of an unlabelled soundscape is added
     under a labelled clip at an amplitude weight drawn from [weight_min, weight_max]; the clip's
@@ -161,11 +169,20 @@ class SoundscapeMixConfig(Section):
     weight_min: float = Field(default=0.5, ge=0)
     weight_max: float = Field(default=0.5, ge=0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> SoundscapeMixConfig:
-        if self.weight_min > self.weight_max:
-            raise ValueError("weight_min must not exceed weight_max")
-        return self
+    _check_order = model_validator(mode="after")(lambda s: _require(
+        s, s.weight_min <= s.weight_max, "weight_min must not exceed weight_max"))
+
+
+class BandLimitConfig(Section):
+    """Channel augmentation: data.BandLimit's low-pass, its cutoff log-uniform in [min, max] Hz."""
+
+    p: float = Field(default=0.0, ge=0, le=1)
+    cutoff_hz_min: float = Field(default=2000.0, gt=0)
+    cutoff_hz_max: float = Field(default=8000.0, gt=0)
+    order: int = Field(default=2, ge=1, le=8)
+
+    _check_order = model_validator(mode="after")(lambda s: _require(
+        s, s.cutoff_hz_min <= s.cutoff_hz_max, "cutoff_hz_min must not exceed cutoff_hz_max"))
 
 
 class TrainConfig(Section):
@@ -193,6 +210,7 @@ class TrainConfig(Section):
     # stochastic depth of the backbone while training (student noise in Noisy Student)
     drop_path_rate: float = Field(default=0.0, ge=0, lt=1)
     soundscape_mix: SoundscapeMixConfig = SoundscapeMixConfig()
+    band_limit: BandLimitConfig = BandLimitConfig()
     num_workers: int = Field(ge=0)
     # ddp: DistributedDataParallel over `ddp_processes` processes (torchrun, launched by the
     # stage itself), each on the `auto` device: a GPU each where there are GPUs, else the CPU
@@ -204,11 +222,8 @@ class TrainConfig(Section):
     compile: bool = False
     threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = every core
 
-    @model_validator(mode="after")
-    def _ddp_device(self) -> TrainConfig:
-        if self.ddp_processes > 1 and self.device != "ddp":
-            raise ValueError("ddp_processes > 1 needs device: ddp")
-        return self
+    _check_ddp = model_validator(mode="after")(lambda s: _require(
+        s, s.ddp_processes == 1 or s.device == "ddp", "ddp_processes > 1 needs device: ddp"))
 
 
 class PseudoLabelStreamConfig(Section):
@@ -243,16 +258,12 @@ class PseudoLabelStreamConfig(Section):
     power: float = Field(default=1.0, gt=0)  # probabilities raised to this power (sharpening > 1)
     threshold: float = Field(default=0.0, ge=0, lt=1)  # probabilities below it become 0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> PseudoLabelStreamConfig:
-        if self.mix_weight_min > self.mix_weight_max:
-            raise ValueError("mix_weight_min must not exceed mix_weight_max")
-        return self
+    _check_order = model_validator(mode="after")(lambda s: _require(
+        s, s.mix_weight_min <= s.mix_weight_max, "mix_weight_min must not exceed mix_weight_max"))
 
 
 class TeacherConfig(TrainConfig):
     pass
-
 
 
 class StudentConfig(TrainConfig):
@@ -273,11 +284,8 @@ class PseudoLabelConfig(Section):
     ddp_processes: int = Field(default=1, ge=1)
     threads: int = Field(default=0, ge=0)  # torch CPU threads per process; 0 = every core
 
-    @model_validator(mode="after")
-    def _ddp_device(self) -> PseudoLabelConfig:
-        if self.ddp_processes > 1 and self.device != "ddp":
-            raise ValueError("ddp_processes > 1 needs device: ddp")
-        return self
+    _check_ddp = model_validator(mode="after")(lambda s: _require(
+        s, s.ddp_processes == 1 or s.device == "ddp", "ddp_processes > 1 needs device: ddp"))
 
 
 class PostprocessConfig(Section):
@@ -285,11 +293,8 @@ class PostprocessConfig(Section):
     smoothing: bool = True
     smoothing_kernel: list[float] = [0.1, 0.2, 0.4, 0.2, 0.1]
 
-    @model_validator(mode="after")
-    def _odd_kernel(self) -> PostprocessConfig:
-        if len(self.smoothing_kernel) % 2 == 0:
-            raise ValueError("smoothing_kernel must have an odd length")
-        return self
+    _check_kernel = model_validator(mode="after")(lambda s: _require(
+        s, len(s.smoothing_kernel) % 2 == 1, "smoothing_kernel must have an odd length"))
 
 
 class ExportConfig(Section):
@@ -354,12 +359,9 @@ class Params(Section):
     tracking: TrackingConfig
     study: StudyConfig
 
-    @model_validator(mode="after")
-    def _one_sample_rate(self) -> Params:
-        if self.audio.sample_rate != self.frontend.sample_rate:
-            raise ValueError(f"audio.sample_rate ({self.audio.sample_rate}) and frontend.sample_rate "
-                             f"({self.frontend.sample_rate}) must agree: the stores feed the model")
-        return self
+    _check_rates = model_validator(mode="after")(lambda s: _require(
+        s, s.audio.sample_rate == s.frontend.sample_rate, f"audio.sample_rate ({s.audio.sample_rate}) and "
+        f"frontend.sample_rate ({s.frontend.sample_rate}) must agree: the stores feed the model"))
 
 
 def format_error(path: Path, err: ValidationError) -> str:
@@ -394,7 +396,5 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
 
 
 def schema_json() -> str:
-    import json
-
     return json.dumps(Params.model_json_schema(), indent=2)
 

@@ -26,6 +26,7 @@ from birdclef.windows import pad_centred, window_bounds, window_count
 PL_STREAM_KEY = 2**31 - 1  # which windows the extra-items stream takes
 BACKGROUND_KEY = 2**31 - 2  # background soundscape mixing
 PSEUDO_MIX_KEY = 2**31 - 3  # pseudo-label mixing
+BAND_LIMIT_KEY = 2**31 - 4  # the channel's low-pass
 
 
 def item_rng(seed: int, epoch: int, index: int, purpose: int | None = None) -> np.random.Generator:
@@ -166,10 +167,30 @@ class WindowMix:
         return audio, True
 
 
+@dataclass(frozen=True)
+class BandLimit:
+    """Channel augmentation: with chance p a clip is low-pass filtered, the magnitude response of a
+    Butterworth filter of `order` at a cutoff drawn log-uniformly from `cutoff_hz` (zero phase, by
+    FFT). Calls far from a soundscape recorder reach it without their high frequencies."""
+
+    p: float
+    cutoff_hz: tuple[float, float]
+    order: int
+    sample_rate: int
+
+    def apply(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.p <= 0 or rng.random() >= self.p:
+            return audio
+        cutoff = np.exp(rng.uniform(*np.log(self.cutoff_hz)))
+        frequencies = np.fft.rfftfreq(len(audio), 1.0 / self.sample_rate)
+        response = 1.0 / np.sqrt(1.0 + (frequencies / cutoff) ** (2 * self.order))
+        return np.fft.irfft(np.fft.rfft(audio) * response, n=len(audio)).astype(np.float32)
+
+
 class TrainDataset(Dataset):
     """(audio, target, mask, pseudo-labelled windows mixed in) training items: the clip crop, the
-    dataset-level additive mix of SPEC 4.4, then the soundscape-window mixes (background,
-    pseudo-label), each drawn from its own random stream."""
+    dataset-level additive mix of SPEC 4.4, the channel's low-pass (clips only), then the
+    soundscape-window mixes (background, pseudo-label), each drawn from its own random stream."""
 
     def __init__(
         self,
@@ -180,10 +201,12 @@ class TrainDataset(Dataset):
         mix_p: float,
         mix_weight: tuple[float, float],
         window_mixes: Sequence[WindowMix] = (),
+        band_limit: BandLimit | None = None,
     ) -> None:
         self.clips, self.window, self.span, self.seed = clips, window, span, seed
         self.mix_p, self.mix_weight = mix_p, mix_weight
         self.window_mixes = list(window_mixes)
+        self.band_limit = band_limit
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -207,6 +230,8 @@ class TrainDataset(Dataset):
             # the other clip's secondary labels are excluded from the loss too
             mask = np.minimum(mask, self.clips.masks[other])
             np.maximum(mask, target, out=mask)
+        if self.band_limit is not None:
+            audio = self.band_limit.apply(audio, item_rng(self.seed, self.epoch, i, BAND_LIMIT_KEY))
         pseudo = 0
         for mix in self.window_mixes:
             audio, added = mix.apply(audio, target, mask, item_rng(self.seed, self.epoch, i, mix.key))

@@ -30,14 +30,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from birdclef.config import FrontendConfig, ModelConfig, TrainConfig
 from birdclef.device import set_threads
 from birdclef.distributed import SINGLE, Group, barrier
-from birdclef.data import (
-    LabelledClips,
-    PseudoLabelStream,
-    TrainDataset,
-    ValidDataset,
-    WindowMix,
-    upsample,
-)
+from birdclef.data import (BandLimit, LabelledClips, PseudoLabelStream, TrainDataset, ValidDataset,
+                           WindowMix, upsample)
 from birdclef.io import atomic_path, progress
 from birdclef.metrics import competition_score
 from birdclef.model import BirdModel, build_model, load_checkpoint, save_checkpoint, unwrap_model
@@ -178,9 +172,12 @@ def fold_datasets(job: FoldJob) -> tuple[TrainDataset, ValidDataset, pd.DataFram
     train_rows = upsample(train_rows, cfg.resample_min, job.seed)
     window = window_samples(frontend)
     span = int(round((frontend.window_seconds + cfg.max_shift_seconds) * frontend.sample_rate))
+    band = cfg.band_limit
+    band_limit = (BandLimit(band.p, (band.cutoff_hz_min, band.cutoff_hz_max), band.order,
+                            frontend.sample_rate) if band.p > 0 else None)
     train_set = TrainDataset(
         LabelledClips(train_rows, job.classes, job.clip_store), window, span, job.seed,
-        cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max), job.window_mixes,
+        cfg.mix_p, (cfg.mix_weight_min, cfg.mix_weight_max), job.window_mixes, band_limit,
     )
     valid_set = ValidDataset(LabelledClips(valid_rows, job.classes, job.clip_store), window)
     return train_set, valid_set, valid_rows
