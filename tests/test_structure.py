@@ -41,7 +41,7 @@ def expected_outs() -> dict[str, set[Path]]:
                           paths.report("teacher_per_class_auc.csv"), run("train_teacher")},
         "evaluate_teacher": {paths.scores("teacher"), paths.scores("truth"),
                              paths.details("evaluate_teacher"), run("evaluate_teacher")},
-        "export": {paths.ONNX, paths.metrics("export"), paths.details("export"), run("export")},
+        "export": {paths.ONNX, paths.details("export"), run("export")},
         "evaluate": {paths.scores("student"), paths.metrics("evaluate"), paths.details("evaluate"),
                      paths.report("evaluate_per_class.csv"), run("evaluate")},
     }
@@ -50,7 +50,7 @@ def expected_outs() -> dict[str, set[Path]]:
                                     paths.report(f"pseudo_label_round{r}_max_prob.csv"),
                                     run(f"pseudo_label_round{r}")}
         name = f"student_round{r}"
-        out[f"train_student@{r}"] = {paths.students(r), paths.metrics(name), paths.details(name),
+        out[f"train_student@{r}"] = {paths.students(r), paths.details(name),
                                      paths.report(f"{name}_curves.csv"),
                                      paths.report(f"{name}_per_class_auc.csv"),
                                      run(f"train_student_round{r}")}

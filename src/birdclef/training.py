@@ -3,7 +3,8 @@
 Outputs for a model set named N (`teacher`, `student_round1`, ...) in folder D:
     D/fold{k}.pt                  checkpoint (weights + config + class list), SPEC 4.11
     D/oof.parquet                 validation-row probabilities of each trained fold
-    metrics/N.json                the OOF AUC on the clips, the folds' mean and spread
+    metrics/N.json                the OOF AUC on the clips, the folds' mean and spread (teachers
+                                  only: a DVC metric; the students' are in the details and MLflow)
     reports/details/N.json        per-fold AUC, steps, pseudo-labelled windows seen, samples/s,
                                   weight hashes, the numerical environment of the run
     reports/N_curves.csv          per-epoch loss, valid AUC, lr of every fold (DVC plot)
@@ -135,9 +136,11 @@ def run_training(
     setup: FoldSetup = lambda job: job,
     extra: dict[str, Any] | None = None,
     logged: dict[str, Any] | None = None,
+    dvc_metrics: bool = True,
 ) -> dict[str, Any]:
-    """Train every fold of `cfg` into `out_dir` and write the model set's metrics and reports.
-    With `device: ddp` the stage's processes train together; rank 0 writes every output."""
+    """Train every fold of `cfg` into `out_dir` and write the model set's metrics and reports
+    (metrics/N.json only with `dvc_metrics`). With `device: ddp` the stage's processes train
+    together; rank 0 writes every output."""
     group, device = join(cfg.device)
     table, classes, store = load_training_data()
     folds = fold_list(cfg, params.sample.n_folds)
@@ -165,16 +168,17 @@ def run_training(
         # Resume states are kept until every fold is done: a finished fold is not trained again
         # when an interrupted stage reruns; they go once the stage's outputs are complete.
         shutil.rmtree(paths.RESUME / name, ignore_errors=True)
-        write_reports(name, metrics, results, per_class, run)
+        write_reports(name, metrics, results, per_class, run, dvc_metrics)
     log.info("%s: %s", stage, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                          if isinstance(v, float)))
     return metrics
 
 
 def write_reports(name: str, metrics: dict[str, Any], results: list[FoldResult],
-                  per_class: pd.DataFrame, run: Any) -> None:
+                  per_class: pd.DataFrame, run: Any, dvc_metrics: bool) -> None:
     headline = {k: metrics[k] for k in HEADLINE}
-    write_json(paths.metrics(name), headline)
+    if dvc_metrics:
+        write_json(paths.metrics(name), headline)
     write_json(paths.details(name), metrics)
     write_csv(paths.report(f"{name}_curves.csv"), curves(results))
     write_csv(paths.report(f"{name}_per_class_auc.csv"), per_class)

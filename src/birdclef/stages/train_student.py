@@ -31,7 +31,6 @@ def write_inactive(round_: int) -> None:
     with atomic_path(paths.students(round_)) as tmp:
         tmp.mkdir()
         write_json(tmp / INACTIVE, {"round": round_, "active": False})
-    write_json(paths.metrics(name(round_)), {})
     write_json(paths.details(name(round_)), {"round": round_, "active": False})
     write_csv(paths.report(f"{name(round_)}_curves.csv"),
               pd.DataFrame(columns=["fold", "epoch", "train_loss", "valid_auc", "lr", "samples_per_s"]))
@@ -67,6 +66,7 @@ def train_round(params: Params, round_: int, table: pd.DataFrame) -> None:
         upstream=["sample", f"pseudo_label_round{round_}"], setup=setup,
         extra={"round": round_, "pseudo_labels_sha256": sha256_file(paths.pseudo_labels(round_))},
         logged={"round": round_},
+        dvc_metrics=False,  # a comparison of experiments reads the soundscape scores (evaluate)
     )
 
 
