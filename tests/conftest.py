@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from xdist.scheduler import LoadScopeScheduling
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GIT_AUTHOR_NAME", "test")
@@ -85,15 +88,68 @@ def restored(repo: Path) -> Iterator[None]:
         sh(repo, "dvc", "checkout", "--force")
 
 
+# Modules that share the reproduced tiny repository (the `tiny_repo` fixture, built once per
+# process): one pytest-xdist work unit.
+TINY_REPO_MODULES = ("tests/test_pipeline_e2e.py", "tests/test_profiles.py", "tests/test_scale_out.py")
+# The longest work units (minutes each) start first, so that no worker is left with one at the end.
+LONGEST_FIRST = ("tests/test_study_e2e.py", *TINY_REPO_MODULES)
+
+
+class ModuleScheduling(LoadScopeScheduling):
+    """pytest-xdist work units: a module (its module fixtures are built once), the tiny-repository
+    modules together."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return "tiny_repo" if module in TINY_REPO_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
+    return ModuleScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker keeps to its share of the cores (its stage processes inherit it and
+    size their threads by it): two workers on 2 cores never run 4 torch threads at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        share = cores[int(worker.removeprefix("gw")) :: count]
+        if share:
+            os.sched_setaffinity(0, share)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest work units first (every worker collects the same order)."""
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+def tiny_project(root: Path) -> Path:
+    """A copy of the project with the tiny profile, committed."""
+    from birdclef.profiles import write_profile
+
+    copy_repository(root)
+    write_profile("tiny", root / "params.yaml", root / "profiles")
+    sh(root, "git", "commit", "-qam", "tiny")
+    return root
+
+
+def exp_file(repo: Path, name: str, path: str) -> dict:
+    """A JSON file of the DVC experiment `name`."""
+    from birdclef.study import experiment_files
+
+    refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
+    (ref,) = [r for r in refs if r.endswith(f"/{name}")]
+    return json.loads(experiment_files(ref, repo)(Path(path)))
+
+
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project with the tiny profile, reproduced once for every e2e module (a test
     that changes it puts it back)."""
-    from birdclef.profiles import write_profile
-
-    root = copy_repository(tmp_path_factory.mktemp("e2e") / "repo")
-    write_profile("tiny", root / "params.yaml", root / "profiles")
-    sh(root, "git", "commit", "-qam", "tiny")
+    root = tiny_project(tmp_path_factory.mktemp("e2e") / "repo")
     result = sh(root, "dvc", "repro")
     (root / "first_repro.log").write_text(result.stdout)
     sh(root, "git", "add", "-A")

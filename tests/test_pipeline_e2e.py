@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from birdclef.study import experiment_files
-from tests.conftest import sh, stages_run
+from tests.conftest import exp_file, sh, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -145,12 +144,6 @@ def test_export_and_evaluate(repo: Path) -> None:
     assert {"train_student_round1", "export", "evaluate", "student_round1-fold0"} <= runs
 
 
-def exp_file(repo: Path, name: str, path: str) -> dict:
-    refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
-    (ref,) = [r for r in refs if r.endswith(f"/{name}")]
-    return json.loads(experiment_files(ref, repo)(Path(path)))
-
-
 def test_training_benchmark_times_the_loader_and_the_engine(repo: Path) -> None:
     out = sh(repo, "birdclef", "benchmark-training", "--batches", "2").stdout
     result = json.loads((repo / "metrics/benchmark_training.json").read_text())
@@ -178,45 +171,6 @@ def test_rounds_param_runs_two_rounds(repo: Path) -> None:
     assert {"teacher", "student_round1", "student", "student_minus_student_round1"} <= set(evaluate)
     labels = exp_file(repo, "two-rounds", "reports/details/pseudo_label_round2.json")
     assert labels["active"] and labels["rows"] == 2 * 6 * 2  # labelled by round 1's 2 students
-
-
-def test_study_arms_seeds_and_report(repo: Path) -> None:
-    out = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
-             "--name", "tstudy").stdout
-    assert "student_minus_control" in out
-    report = json.loads((repo / "metrics/study.json").read_text())
-    units = report["per_unit"]
-    assert [u["seed"] for u in units] == [7, 8] and report["vary"] == "corpus"
-    for unit in units:
-        assert {"teacher", "student", "control"} <= set(unit)
-        student = exp_file(repo, f"tstudy-s{unit['seed']}-student",
-                           "reports/details/student_round1.json")
-        control = exp_file(repo, f"tstudy-s{unit['seed']}-control",
-                           "reports/details/student_round1.json")
-        assert control["pseudo_label_windows"] == 0 < student["pseudo_label_windows"]
-        assert control["steps"] == student["steps"] > 0
-    for arm in ("teacher", "student", "control"):
-        values = [u[arm] for u in units]
-        assert report["summary"][arm]["mean"] == pytest.approx(sum(values) / 2)
-        assert report["summary"][arm]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
-    for a, b in (("student", "teacher"), ("student", "control")):
-        diff = report["differences"][f"{a}_minus_{b}"]
-        assert diff["per_seed"] == pytest.approx([u[a] - u[b] for u in units])
-        assert diff["mean"] == pytest.approx(sum(diff["per_seed"]) / 2)
-        assert diff["ci95_low"] < diff["mean"] < diff["ci95_high"]
-    shown = sh(repo, "dvc", "exp", "show", "--no-pager", "--csv").stdout
-    assert all(f"tstudy-s{s}-{a}" in shown for s in (7, 8) for a in ("student", "control"))
-    db = sqlite3.connect(repo / "mlflow.db")
-    (parent,) = db.execute("select run_uuid from runs where name = 'tstudy'").fetchone()
-    children = db.execute("select count(*) from tags where key = 'mlflow.parentRunId' and value = ?",
-                          (parent,)).fetchone()[0]
-    assert children == 4
-    again = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control",
-               "--name", "tstudy", "--report-only")
-    assert "Running stage" not in again.stdout + again.stderr
-    stale = sh(repo, "birdclef", "study", "--seeds", "2", "--arms", "student,control", "--name", "tstudy",
-               "--report-only", "--set", "student.epochs=3", check=False)
-    assert stale.returncode == 2 and "ran with other params (student.epochs)" in stale.stderr
 
 
 def test_stage_runs_are_tagged_with_the_dvc_lock_hashes_of_their_inputs(repo: Path) -> None:

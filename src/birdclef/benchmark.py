@@ -36,6 +36,7 @@ from birdclef import paths, tracking
 from birdclef.config import FrontendConfig, Params, load_params
 from birdclef.inference import ExportedEnsemble, Stopwatch, TorchEnsemble, fixed_windows, load_ensemble
 from birdclef.io import write_json
+from birdclef.parallel import usable_cores, worker_count
 from birdclef.postprocess import postprocess
 from birdclef.windows import frame_windows, window_samples
 
@@ -178,7 +179,7 @@ def run(
 ) -> dict[str, Any]:
     """The benchmark on `minutes` of generated audio with predict's engine and precision;
     `checkpoints` (fold*.pt) adds eager PyTorch's rate for comparison."""
-    cores = threads or os.cpu_count() or 1
+    cores = threads or usable_cores()
     torch.set_num_threads(cores)
     predict_cfg = params.predict
     started = time.perf_counter()
@@ -198,7 +199,7 @@ def run(
     roofline = peak / (gflop * len(ensemble.folds))
     result.update({
         "machine": machine(), "threads": cores,
-        "workers": min(predict_cfg.workers or os.cpu_count() or 1, len(files)),
+        "workers": min(worker_count(predict_cfg.workers), len(files)),
         "engine": f"{ensemble.engine}/{ensemble.precision}", "fused": ensemble.fused,
         "files": len(files), "batch_windows": predict_cfg.batch_windows, "repeats": repeats,
         "load_seconds": load_seconds, "gflop_per_window_per_model": gflop, "peak_gflops": peak,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from birdclef.parallel import usable_cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -15,5 +15,5 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int) -> None:
-    """torch's CPU threads: `threads`, or one per core when 0."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """torch's CPU threads: `threads`, or one per usable core when 0."""
+    torch.set_num_threads(threads or usable_cores())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from birdclef.config import ConfigError, FrontendConfig
 from birdclef.mel import NumpyMelFrontend
+from birdclef.parallel import usable_cores
 
 if TYPE_CHECKING:  # the exported models' path runs without torch
     import torch
@@ -140,7 +140,7 @@ def session_options(threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     # The fold sessions run one after another and share the cores with the torch mel and the decode
     # workers; idle sessions spinning on those cores cost about a third of the throughput with 5
@@ -173,7 +173,7 @@ class ExportedEnsemble:
             raise FileNotFoundError(f"{manifest_path}: export wrote no fused graph (export.fused)")
         self.fused = bool(fused_file) if fused is None else fused
         self.graphs = [fused_file] if self.fused else list(self.manifest["files"])
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.runners = [self.compile(Path(folder) / name) for name in self.graphs]
 
     def compile(self, graph: Path) -> Runner:

@@ -18,9 +18,17 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset, a test
+    worker's core), which children inherit; every core where the OS has no affinity call."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def worker_count(requested: int) -> int:
-    """`requested` processes, or one per core when 0."""
-    return requested or os.cpu_count() or 1
+    """`requested` processes, or one per usable core when 0."""
+    return requested or usable_cores()
 
 
 def ordered_map(

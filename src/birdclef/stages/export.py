@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from torch import nn
 from birdclef import paths, tracking
 from birdclef.audio import decode_windows
 from birdclef.config import Params
+from birdclef.device import set_threads
 from birdclef.evaluation import align, read_labelled_soundscapes
 from birdclef.inference import (
     ENGINE_PRECISIONS,
@@ -236,7 +236,7 @@ def main(params: Params) -> None:
         raise FileNotFoundError("no trained students to export (run train_student)")
     students = paths.students(rounds[-1])
     checkpoints = checkpoint_paths(students)
-    torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(0)
     inputs = [str(paths.students(r)) for r in range(1, paths.MAX_ROUNDS + 1)]
     if params.sources.eval_soundscapes is not None and params.export.auc_soundscapes:
         inputs.append(params.sources.root)
