@@ -104,6 +104,7 @@ class ModuleScheduling(LoadScopeScheduling):
         return "tiny_repo" if module in TINY_REPO_MODULES else module
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown under `-p no:xdist`
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
     return ModuleScheduling(config, log)
 
