@@ -1,6 +1,7 @@
-"""Two processes with PyTorch's own engine (torchrun + gloo on the CPU) on the tiny profile: the
-training stage trains once and writes once; pseudo-labelling shares out the soundscapes and gives
-the byte-identical table of one process."""
+"""Two processes with PyTorch's own engine (torchrun + gloo on the CPU, GPUs hidden) on the tiny
+profile: the training stage trains once and writes once; pseudo-labelling shares out the soundscapes
+and gives the byte-identical table of one process. On a CUDA machine, more processes than GPUs is a
+clear error."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from birdclef.profiles import profile_params
@@ -22,11 +24,15 @@ pytestmark = pytest.mark.e2e
 
 
 def run(work: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "LOCAL_RANK"))}
-    result = subprocess.run([sys.executable, "-m", "birdclef.cli", *args], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = run_stage(work, *args, env={"CUDA_VISIBLE_DEVICES": ""})  # gloo on the CPU, GPUs or not
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def run_stage(work: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "LOCAL_RANK"))}
+    return subprocess.run([sys.executable, "-m", "birdclef.cli", *args], cwd=work, env={**clean, **env},
+                          capture_output=True, text=True, timeout=900)
 
 
 def write_params(work: Path, **sections: dict) -> None:
@@ -71,3 +77,12 @@ def test_shared_pseudo_labelling_equals_one_process(work: Path) -> None:
     run(work, "pseudo-label")
     assert (work / "data/pseudo_labels/round1.parquet").read_bytes() == single
     assert not (work / ".resume/pseudo_label_round1").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_more_processes_than_gpus_is_a_clear_error(work: Path) -> None:
+    gpus = torch.cuda.device_count()
+    write_params(work, teacher={"device": "ddp", "ddp_processes": gpus + 1})
+    result = run_stage(work, "train-teacher", env={})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"ddp_processes: {gpus + 1} needs one GPU a process and this machine has {gpus}" in result.stderr

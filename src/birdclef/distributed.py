@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from birdclef.config import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -49,6 +51,16 @@ def launch(device: str, ddp_processes: int) -> None:
     already runs under torchrun)."""
     if processes(device, ddp_processes) <= 1 or "LOCAL_RANK" in os.environ:
         return
+    from birdclef.device import resolve_device
+
+    if resolve_device(device).type == "cuda":  # NCCL: one GPU a process, never two on one GPU
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if ddp_processes > gpus:
+            raise ConfigError(
+                f"ddp_processes: {ddp_processes} needs one GPU a process and this machine has {gpus}: "
+                f"set it to at most {gpus}, or hide the GPUs (CUDA_VISIBLE_DEVICES=) to run CPU processes")
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={ddp_processes}", "-m", "birdclef.cli", *sys.argv[1:]]
     sys.stdout.flush()
