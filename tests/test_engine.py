@@ -389,26 +389,34 @@ def runs_of(work: Path, pid: str) -> set[tuple[str, str]]:
                               "r.run_uuid where t.key = 'process.pid' and t.value = ?", (pid,)))
 
 
+def smoke_job(clips: LabelledClips, resample_min: int):
+    """A fold job small enough to train in a blink: 0.1-s windows at 1 kHz (W = 100 samples) give a
+    32 x 34 mel image; fold 0 validates on R1 and trains on R2, upsampled to `resample_min` items."""
+    from birdclef.config import FrontendConfig, ModelConfig, TeacherConfig
+    from birdclef.engine import FoldJob
+
+    frontend = FrontendConfig(sample_rate=1000, window_seconds=0.1, n_fft=64, win_length=32,
+                              hop_length=3, f_min=50, f_max=400, n_mels=32)
+    cfg = TeacherConfig(seed=0, epochs=2, batch_size=2, valid_batch_size=2, max_lr=1e-3,
+                        weight_decay=0.01, pct_start=0.1, div_factor=25, final_div_factor=100,
+                        grad_clip_value=2.0, max_shift_seconds=0.02, resample_min=resample_min,
+                        mix_p=0.5, mix_weight_min=0.2, mix_weight_max=1.0, mixup_p=0.5,
+                        loudness_db_range=10, num_workers=0, channels_last=True)
+    return FoldJob(role="smoke", fold=0, cfg=cfg, model_cfg=ModelConfig(), frontend_cfg=frontend,
+                   table=clips.rows.assign(fold=[0, 1]), classes=CLASSES, clip_store=clips.store)
+
+
 def test_two_training_steps_change_the_weights_and_save_a_loadable_checkpoint(
     clips: LabelledClips, tmp_path: Path
 ) -> None:
     """A real (tiny) training run through the engine's own pieces: two optimisation steps, finite
     loss, moved weights, a checkpoint that loads back to the same weights."""
-    from birdclef.config import FrontendConfig, ModelConfig, TeacherConfig
-    from birdclef.engine import FoldJob, build_trainer, fold_datasets, state_sha256, train_epoch
+    from birdclef.config import FrontendConfig
+    from birdclef.engine import build_trainer, fold_datasets, state_sha256, train_epoch
     from birdclef.model import load_checkpoint, save_checkpoint
 
-    # 0.1-s windows at 1 kHz (W = 100 samples) give a 32 x 34 mel image
-    frontend = FrontendConfig(sample_rate=1000, window_seconds=0.1, n_fft=64, win_length=32,
-                              hop_length=3, f_min=50, f_max=400, n_mels=32)
-    cfg = TeacherConfig(seed=0, epochs=2, batch_size=2, valid_batch_size=2, max_lr=1e-3,
-                        weight_decay=0.01, pct_start=0.1, div_factor=25, final_div_factor=100,
-                        grad_clip_value=2.0, max_shift_seconds=0.02, resample_min=2, mix_p=0.5,
-                        mix_weight_min=0.2, mix_weight_max=1.0, mixup_p=0.5, loudness_db_range=10,
-                        num_workers=0, channels_last=True)
-    table = clips.rows.assign(fold=[0, 1])  # fold 0 validates on R1 and trains on R2 (upsampled)
-    job = FoldJob(role="smoke", fold=0, cfg=cfg, model_cfg=ModelConfig(), frontend_cfg=frontend,
-                  table=table, classes=CLASSES, clip_store=clips.store)
+    job = smoke_job(clips, resample_min=2)
+    frontend: FrontendConfig = job.frontend_cfg
     train_set, valid_set, _ = fold_datasets(job)
     assert len(train_set) == 2 and len(valid_set) == 1
     trainer = build_trainer(job, steps_per_epoch=1)
@@ -420,6 +428,23 @@ def test_two_training_steps_change_the_weights_and_save_a_loadable_checkpoint(
                     frontend_cfg=frontend, classes=CLASSES)
     loaded, meta = load_checkpoint(tmp_path / "fold0.pt")
     assert meta["classes"] == CLASSES and state_sha256(loaded) == state_sha256(trainer.model)
+
+
+def test_training_progress_in_a_log_is_not_redrawn_every_step(
+    clips: LabelledClips, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under DVC (stderr not a terminal) the bar redraws at its 30-s interval: 8 steps of a fast
+    epoch draw its first line only (the stage logs each epoch's loss and rate when it ends), not
+    one more line per step."""
+    from birdclef.engine import build_trainer, fold_datasets, train_epoch
+
+    job = smoke_job(clips, resample_min=16)
+    train_set, _, _ = fold_datasets(job)
+    trainer = build_trainer(job, steps_per_epoch=8)
+    capsys.readouterr()
+    assert train_epoch(trainer, job, train_set, 0, "smoke").steps == 8
+    lines = [line for line in capsys.readouterr().err.split("\r") if line.strip()]
+    assert len(lines) == 1 and "0/8" in lines[0], lines
 
 
 def test_labelled_only_extra_items_pass_no_label(tmp_path: Path) -> None:

@@ -292,7 +292,8 @@ def train_epoch(
         loss, n = train_step(trainer, job.cfg, (audio, target, mask), augment)
         seen, steps, loss_sum = seen + n, steps + 1, loss_sum + loss * n
         rate = seen / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+        # shown at the bar's next redraw: a forced redraw every step would defeat its interval
+        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}", refresh=False)
     return EpochStats(loss_sum / max(seen, 1), seen, steps, pseudo, time.perf_counter() - started)
 
 
