@@ -430,6 +430,27 @@ def test_two_training_steps_change_the_weights_and_save_a_loadable_checkpoint(
     assert meta["classes"] == CLASSES and state_sha256(loaded) == state_sha256(trainer.model)
 
 
+def test_a_student_starts_from_its_labeller_checkpoint(clips: LabelledClips, tmp_path: Path) -> None:
+    """`student.init: labeller`: the job's first weights are the checkpoint's, not fresh ones, and a
+    checkpoint of other classes is refused."""
+    from dataclasses import replace
+
+    from birdclef.engine import build_trainer, state_sha256
+    from birdclef.model import save_checkpoint
+
+    job = smoke_job(clips, resample_min=2)
+    teacher = build_trainer(job, steps_per_epoch=1).model  # fresh weights from the global RNG
+    save_checkpoint(tmp_path / "fold0.pt", teacher, model_cfg=job.model_cfg,
+                    frontend_cfg=job.frontend_cfg, classes=CLASSES)
+    fresh = build_trainer(job, steps_per_epoch=1).model
+    started = build_trainer(replace(job, init_checkpoint=tmp_path / "fold0.pt"), steps_per_epoch=1).model
+    assert state_sha256(started) == state_sha256(teacher) != state_sha256(fresh)
+    save_checkpoint(tmp_path / "other.pt", teacher, model_cfg=job.model_cfg,
+                    frontend_cfg=job.frontend_cfg, classes=["w", "x", "y", "z"])
+    with pytest.raises(ValueError, match="classes differ"):
+        build_trainer(replace(job, init_checkpoint=tmp_path / "other.pt"), steps_per_epoch=1)
+
+
 def test_training_progress_in_a_log_is_not_redrawn_every_step(
     clips: LabelledClips, capsys: pytest.CaptureFixture[str]
 ) -> None:
