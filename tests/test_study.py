@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(("profile", "arms"), [
-    ("sample", ["student", "control", "pseudo_targets", "sharpened"]),
+    ("sample", ["student", "control", "labelled_only", "sharpened"]),
     ("full2024", ["student", "control", "labelled_only", "sharpened"]),
 ])
 def test_an_arm_that_params_already_hold_is_left_out(profile: str, arms: list[str], tmp_path: Path) -> None:
